@@ -1,0 +1,1 @@
+"""tmrl plugin: the REDQ-SAC agent (redqsac) with a batched critic ensemble."""

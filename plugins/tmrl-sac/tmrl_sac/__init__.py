@@ -1,0 +1,1 @@
+"""tmrl plugin: the Soft Actor-Critic agent (sac)."""

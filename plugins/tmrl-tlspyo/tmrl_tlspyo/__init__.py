@@ -1,0 +1,1 @@
+"""tmrl plugin: the tlspyo transport (TLS, password, signed weights)."""

@@ -1,0 +1,1 @@
+"""tmrl plugin: the TrackMania 2020 environments, their memories, compressors and models."""

@@ -1,0 +1,75 @@
+"""tmrl-core: distributed, real-time reinforcement learning, with plugins.
+
+Importing ``tmrl_core`` is cheap: the library API below is imported lazily on first attribute access, so plugins
+and the ``tmrl`` command can use ``tmrl_core.hookimpl`` and the spec classes without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from tmrl_core.__about__ import __version__
+from tmrl_core.errors import TmrlError
+from tmrl_core.hookspecs import hookimpl
+from tmrl_core.specs import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, MemorySpec, TransportSpec
+
+# name -> module that defines it (imported on first use)
+_LAZY: dict[str, str] = {
+    "Server": "tmrl_core.server",
+    "RolloutWorker": "tmrl_core.worker",
+    "Trainer": "tmrl_core.trainer",
+    "TorchTrainingOffline": "tmrl_core.trainer",
+    "Buffer": "tmrl_core.buffer",
+    "TorchMemory": "tmrl_core.memory",
+    "GenericTorchMemory": "tmrl_core.memory",
+    "TrainingAgent": "tmrl_core.agents",
+    "TorchActorModule": "tmrl_core.agents",
+    "ActorModule": "tmrl_core.agents",
+    "GenericGymEnv": "tmrl_core.envs",
+    "partial": "tmrl_core.util",
+    "prod": "tmrl_core.util",
+    "Settings": "tmrl_core.settings",
+    "load_settings": "tmrl_core.settings",
+    "get_plugin_manager": "tmrl_core.plugins",
+    "get_component": "tmrl_core.plugins",
+}
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "TmrlError",
+    "AgentSpec",
+    "CommandSpec",
+    "CompressorSpec",
+    "EnvSpec",
+    "MemorySpec",
+    "TransportSpec",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tmrl_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from tmrl_core.agents import ActorModule, TorchActorModule, TrainingAgent
+    from tmrl_core.buffer import Buffer
+    from tmrl_core.envs import GenericGymEnv
+    from tmrl_core.memory import GenericTorchMemory, TorchMemory
+    from tmrl_core.plugins import get_component, get_plugin_manager
+    from tmrl_core.server import Server
+    from tmrl_core.settings import Settings, load_settings
+    from tmrl_core.trainer import Trainer, TorchTrainingOffline
+    from tmrl_core.util import partial, prod
+    from tmrl_core.worker import RolloutWorker

@@ -1,0 +1,3 @@
+from tmrl_core.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Errors a user can cause, rendered by the CLI as one message with a hint (no traceback)."""
+
+from __future__ import annotations
+
+
+class TmrlError(Exception):
+    """Base class of every error a user can cause and fix.
+
+    ``hint`` says what to do about it; the CLI prints ``message`` and ``hint`` and exits non-zero.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nhint: {self.hint}"
+        return self.message
+
+
+class UnknownComponentError(TmrlError, LookupError):
+    """A component name that no loaded plugin registered."""
+
+
+class DuplicateComponentError(TmrlError):
+    """Two plugins registered the same (kind, name)."""
+
+
+class PluginError(TmrlError):
+    """A plugin could not be loaded or its component could not be built."""
+
+
+class ConfigError(TmrlError):
+    """A setting has a bad value, an unknown key, or the config file cannot be read."""
+
+
+class CheckpointError(TmrlError):
+    """A checkpoint or weights file is missing, corrupted, truncated or incompatible."""
+
+
+class CodecError(TmrlError):
+    """Bytes that do not decode under the wire format (never fatal for the receiver)."""
+
+
+class TransportError(TmrlError):
+    """A transport could not connect, authenticate, or deliver."""
+
+
+class IncompatibleComponentsError(TmrlError):
+    """An environment and an algorithm that cannot work together (e.g. discrete actions for SAC)."""

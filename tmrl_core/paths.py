@@ -1,0 +1,43 @@
+"""The data folder (``~/TmrlData`` by default, ``TMRL_HOME`` to move it).
+
+Nothing here touches the disk at import time; folders are created when first asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "TMRL_HOME"
+SUBFOLDERS = ("config", "checkpoints", "weights", "reward", "dataset", "runs")
+CONFIG_FILE_NAME = "config.json"
+
+
+def data_dir(*, create: bool = False) -> Path:
+    """The data folder: ``$TMRL_HOME`` if set, else ``~/TmrlData``."""
+    raw = os.environ.get(HOME_ENV, "").strip()
+    path = Path(raw).expanduser() if raw else Path.home() / "TmrlData"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def subdir(name: str, *, create: bool = True) -> Path:
+    """A subfolder of the data folder (``config``, ``checkpoints``, ``weights``, ...), created on demand."""
+    path = data_dir() / name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_file() -> Path:
+    """Where the config file lives (it may not exist yet)."""
+    return data_dir() / "config" / CONFIG_FILE_NAME
+
+
+def install() -> Path:
+    """Create the data folder and all its subfolders; return the data folder."""
+    root = data_dir(create=True)
+    for name in SUBFOLDERS:
+        (root / name).mkdir(exist_ok=True)
+    return root
