@@ -65,7 +65,7 @@ def tmrl_register_transports(register: Callable[[TransportSpec], None]) -> None:
     register(
         TransportSpec(
             name="local",
-            factory="tmrl_core.transport:LocalTransport",
+            factory="tmrl_core.transport.local:LocalTransport",
             description="Server, trainer and workers on one machine, without a network port.",
         )
     )
