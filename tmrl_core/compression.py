@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def no_compression() -> Any:
+def no_compression(**_: Any) -> Any:
     """The identity compressor: samples travel as they are."""
 
     def compress(act: Any, obs: Any, rew: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> Any:

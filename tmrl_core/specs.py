@@ -92,6 +92,8 @@ class EnvSpec(ComponentSpec):
         realtime: True for rtgym environments (the last action before a reset is never applied).
         spaces: optional ``spaces(settings) -> (observation_space, action_space)`` that describes the spaces without
             starting the environment (the trainer never needs a live env).
+        component_options: optional ``f(settings) -> dict`` of keyword arguments given to this env's compressor and
+            memory factories (e.g. ``{"act_buf_len": 4}``), next to ``observation_space`` and ``action_space``.
     """
 
     kind: ClassVar[str] = "env"
@@ -101,6 +103,7 @@ class EnvSpec(ComponentSpec):
     compressor: str = "none"
     realtime: bool = False
     spaces: Ref | None = None
+    component_options: Ref | None = None
 
 
 @dataclass(frozen=True)
@@ -122,14 +125,16 @@ class AgentSpec(ComponentSpec):
 
 @dataclass(frozen=True)
 class MemorySpec(ComponentSpec):
-    """A replay memory: ``factory(**kwargs) -> TorchMemory``."""
+    """A replay memory: ``factory(observation_space=..., action_space=..., device=..., nb_steps=..., memory_size=...,
+    batch_size=..., dataset_path=..., crc_debug=..., seed=..., **env_component_options) -> TorchMemory``."""
 
     kind: ClassVar[str] = "memory"
 
 
 @dataclass(frozen=True)
 class CompressorSpec(ComponentSpec):
-    """A sample compressor: ``factory(**kwargs) -> callable(act, obs, rew, terminated, truncated, info)``."""
+    """A sample compressor: ``factory(observation_space=..., action_space=..., **env_component_options)`` returns
+    ``f(act, obs, rew, terminated, truncated, info) -> compressed sample``."""
 
     kind: ClassVar[str] = "compressor"
 

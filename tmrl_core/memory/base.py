@@ -50,6 +50,7 @@ class TorchMemory(ABC):
         dataset_path: an offline dataset (array file, see ``docs/``) appended at start.
         crc_debug: check every rebuilt transition against the full one the worker stored in ``info``.
         seed: seed of the index sampler.
+        observation_space, action_space: the environment's spaces (memories that rebuild observations need them).
     """
 
     def __init__(
@@ -62,7 +63,11 @@ class TorchMemory(ABC):
         dataset_path: str | None = "",
         crc_debug: bool = False,
         seed: int | None = None,
+        observation_space: Any = None,
+        action_space: Any = None,
     ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
         self.nb_steps = nb_steps
         self.sample_preprocessor = sample_preprocessor

@@ -1,0 +1,1 @@
+"""A testing kit for plugin authors: fixtures (via the ``tmrl`` pytest plugin) and contract test classes."""
