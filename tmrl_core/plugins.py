@@ -2,28 +2,31 @@
 
 Plugins are found through the ``tmrl`` entry-point group. The core's own built-ins are registered through the same
 hooks (:data:`DEFAULT_PLUGINS`). A plugin that fails to import, fails validation, or whose hook raises is recorded in
-:attr:`PluginManager.failures` with its error; every other plugin keeps working.
+:attr:`PluginManager.failures` with its error; every other plugin keeps working. Two plugins registering the same
+name are recorded too, and the name fails loudly (naming both plugins) only when someone asks for it.
 
 Environment variables:
-    ``TMRL_DISABLE_PLUGINS``: comma-separated plugin names (entry-point names) not to load.
+    ``TMRL_DISABLE_PLUGINS``: comma-separated plugin names (entry-point names, or distribution names) not to load.
     ``TMRL_DISABLE_THIRD_PARTY_PLUGINS``: ``1`` loads only the core and the first-party plugins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata as metadata
 import os
 import threading
 import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pluggy
 
 from tmrl_core import hookspecs
-from tmrl_core.errors import DuplicateComponentError, UnknownComponentError
+from tmrl_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
 from tmrl_core.specs import SPEC_TYPES, ComponentSpec
 
 ENTRY_POINT_GROUP = "tmrl"
@@ -73,41 +76,73 @@ class PluginFailure:
 
 
 class Registry(Generic[S]):
-    """The components of one kind, by name."""
+    """The components of one kind, by name.
+
+    :meth:`add` refuses a second registration of a name (raising :class:`DuplicateComponentError` that names both
+    plugins) but remembers it, so that :meth:`get` keeps failing loudly for that name while every other name works.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._specs: dict[str, S] = {}
+        self._conflicts: dict[str, list[S]] = {}
 
     def add(self, spec: S) -> None:
+        """Add ``spec``; a name that is already taken raises :class:`DuplicateComponentError` (and is remembered)."""
         existing = self._specs.get(spec.name)
-        if existing is not None:
-            raise DuplicateComponentError(
-                f"{self.kind} {spec.name!r} is registered twice: by plugin {existing.plugin!r} and by plugin "
-                f"{spec.plugin!r}",
-                hint=f"uninstall one of them, or disable one with {DISABLE_ENV}={spec.plugin}",
-            )
-        self._specs[spec.name] = spec
+        if existing is None:
+            self._specs[spec.name] = spec
+            return
+        self._conflicts.setdefault(spec.name, [existing]).append(spec)
+        raise self._duplicate_error(spec.name)
+
+    def _duplicate_error(self, name: str) -> DuplicateComponentError:
+        plugins = [spec.plugin for spec in self._conflicts[name]]
+        named = " and by ".join(f"plugin {p!r}" for p in plugins)
+        return DuplicateComponentError(
+            f"{self.kind} {name!r} is registered more than once: by {named}",
+            hint=f"uninstall one of them, or disable one with {DISABLE_ENV}={plugins[-1]}",
+        )
 
     def get(self, name: str) -> S:
+        """The spec registered as ``name``.
+
+        Raises:
+            DuplicateComponentError: two plugins registered ``name``.
+            UnknownComponentError: nobody did; the message lists the known names and suggests the closest one.
+        """
+        if name in self._conflicts:
+            raise self._duplicate_error(name)
         try:
             return self._specs[name]
         except KeyError:
             pass
         known = sorted(self._specs)
         close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else None
+        hint = f"did you mean {close[0]!r}?" if close else "`tmrl plugins` lists what is installed"
         listing = ", ".join(known) if known else "none (is the plugin that provides it installed?)"
         raise UnknownComponentError(f"unknown {self.kind} {name!r}; known {self.kind}s: {listing}", hint=hint)
 
     def names(self) -> list[str]:
+        """Every registered name, sorted (names registered twice included)."""
         return sorted(self._specs)
+
+    def conflicts(self) -> dict[str, list[S]]:
+        """Names registered more than once, with every spec that claimed them (first one first)."""
+        return {name: list(specs) for name, specs in self._conflicts.items()}
+
+    def all_specs(self) -> list[S]:
+        """Every spec, including the refused second registrations of a duplicated name."""
+        specs = list(self._specs.values())
+        for extra in self._conflicts.values():
+            specs.extend(extra[1:])
+        return specs
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
     def __iter__(self) -> Iterator[S]:
-        return iter(self._specs[name] for name in self.names())
+        return iter([self._specs[name] for name in self.names()])
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -126,44 +161,70 @@ class PluginManager:
 
     Args:
         entry_points: load plugins from the ``tmrl`` entry-point group (False for an isolated manager in tests).
-        plugins: extra plugin objects (modules or instances with hook implementations), registered by their
-            ``__name__`` or class name.
+        plugins: extra plugin objects (modules, classes or instances with hook implementations), or ``(name, obj)``
+            pairs; an object without a pair is named by its ``__name__`` (or its class name).
+        builtins: register the core's built-ins (:data:`DEFAULT_PLUGINS`).
     """
 
-    def __init__(self, *, entry_points: bool = True, plugins: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        plugins: Iterable[Any] = (),
+        builtins: bool = True,
+    ) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self._registries: dict[str, Registry[Any]] = {}
-        self._duplicates: dict[str, list[DuplicateComponentError]] = {}
-        self._lock = threading.Lock()
-        self._disabled = _env_list(DISABLE_ENV)
+        self._lock = threading.RLock()
+        self._disabled = {_canonical(name) for name in _env_list(DISABLE_ENV)}
         self._third_party_off = _env_flag(DISABLE_THIRD_PARTY_ENV)
 
-        for module_name in DEFAULT_PLUGINS:
-            module = importlib.import_module(module_name)
-            self._register(module, CORE_PLUGIN_NAME, "tmrl-core", _version("tmrl-core"), module_name, True)
+        if builtins:
+            for module_name in DEFAULT_PLUGINS:
+                module = importlib.import_module(module_name)
+                self._register(
+                    module, PluginInfo(CORE_PLUGIN_NAME, "tmrl-core", _version("tmrl-core"), module_name, True)
+                )
         if entry_points:
             self._load_entry_points()
-        for obj in plugins:
-            name = getattr(obj, "__name__", type(obj).__name__)
-            self._register(obj, name, "(in-process)", "", name, False)
+        for item in plugins:
+            if isinstance(item, tuple):
+                name, obj = item
+            else:
+                name, obj = getattr(item, "__name__", type(item).__name__), item
+            self.add_plugin(obj, name=name)
 
     # -- discovery -----------------------------------------------------------------------------------------------
     def _load_entry_points(self) -> None:
+        seen: set[tuple[str, str]] = set()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else "(unknown)"
             version = ep.dist.version if ep.dist is not None else ""
+            # The same distribution can be visible twice on sys.path (e.g. an editable install plus a build dir).
+            if (ep.name, ep.value) in seen:
+                continue
+            seen.add((ep.name, ep.value))
             first_party = _canonical(dist) in FIRST_PARTY_DISTRIBUTIONS
             info = PluginInfo(ep.name, dist, version, ep.value, first_party)
             if ep.name in self.infos:
                 # Two distributions using one plugin name: keep the first, report the second.
                 self.failures.append(
-                    PluginFailure(ep.name, "load", f"plugin name {ep.name!r} is used by {self.infos[ep.name].distribution!r} and {dist!r}")
+                    PluginFailure(
+                        ep.name,
+                        "load",
+                        f"plugin name {ep.name!r} is used by {self.infos[ep.name].distribution!r} and by {dist!r}; "
+                        f"only the first is loaded",
+                    )
                 )
                 continue
-            if ep.name in self._disabled or (self._third_party_off and not first_party):
+            if (
+                _canonical(ep.name) in self._disabled
+                or _canonical(dist) in self._disabled
+                or (self._third_party_off and not first_party)
+            ):
                 info.disabled = True
                 self.infos[ep.name] = info
                 continue
@@ -174,19 +235,24 @@ class PluginManager:
                 self.infos[ep.name] = info
                 self.failures.append(PluginFailure(ep.name, "import", info.error, traceback.format_exc()))
                 continue
-            self._register(obj, ep.name, dist, version, ep.value, first_party, info=info)
+            self._register(obj, info)
 
-    def _register(
-        self,
-        obj: Any,
-        name: str,
-        dist: str,
-        version: str,
-        module: str,
-        first_party: bool,
-        info: PluginInfo | None = None,
-    ) -> None:
-        info = info or PluginInfo(name, dist, version, module, first_party)
+    def add_plugin(self, obj: Any, *, name: str | None = None) -> PluginInfo:
+        """Register an in-process plugin (an object with hook implementations) and forget collected registries.
+
+        Returns its :class:`PluginInfo`; a plugin that fails validation is recorded in :attr:`failures`.
+        """
+        name = name or getattr(obj, "__name__", type(obj).__name__)
+        if name in self.infos:
+            raise PluginError(f"a plugin named {name!r} is already registered", hint="give the plugin another name")
+        info = PluginInfo(name, "(in-process)", "", getattr(obj, "__module__", None) or name, False)
+        with self._lock:
+            self._register(obj, info)
+            self._registries.clear()
+        return info
+
+    def _register(self, obj: Any, info: PluginInfo) -> None:
+        name = info.name
         self.infos[name] = info
         try:
             self._pm.register(obj, name=name)
@@ -201,7 +267,10 @@ class PluginManager:
             hook = getattr(self._pm.hook, hook_name)
             if not hook.has_spec() and any(impl.plugin_name == name for impl in hook.get_hookimpls()):
                 self._pm.unregister(name=name)
-                info.error = f"implements unknown hook {hook_name!r} (known: {', '.join(sorted(HOOK_NAMES.values()))})"
+                close = difflib.get_close_matches(hook_name, list(HOOK_NAMES.values()), n=1)
+                info.error = f"implements unknown hook {hook_name!r}" + (
+                    f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(HOOK_NAMES.values())})"
+                )
                 self.failures.append(PluginFailure(name, "validate", info.error))
                 return
 
@@ -209,7 +278,11 @@ class PluginManager:
     def registry(self, kind: str) -> Registry[Any]:
         """All components of ``kind`` (``env``, ``agent``, ``memory``, ``compressor``, ``transport``, ``command``)."""
         if kind not in HOOK_NAMES:
-            raise UnknownComponentError(f"unknown component kind {kind!r}; known kinds: {', '.join(HOOK_NAMES)}")
+            close = difflib.get_close_matches(kind, list(HOOK_NAMES), n=1)
+            raise UnknownComponentError(
+                f"unknown component kind {kind!r}; known kinds: {', '.join(HOOK_NAMES)}",
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
         with self._lock:
             if kind not in self._registries:
                 self._registries[kind] = self._collect(kind)
@@ -218,30 +291,37 @@ class PluginManager:
     def _collect(self, kind: str) -> Registry[Any]:
         registry: Registry[Any] = Registry(kind)
         spec_type = SPEC_TYPES[kind]
-        duplicates: list[DuplicateComponentError] = []
-        hook = getattr(self._pm.hook, HOOK_NAMES[kind])
-        # pluggy calls implementations last-registered first; we want the core first, then plugins by name.
-        for impl in reversed(hook.get_hookimpls()):
+        hook_name = HOOK_NAMES[kind]
+        hook = getattr(self._pm.hook, hook_name)
+        # get_hookimpls() is in registration order: the core first, then entry points by name, then in-process ones.
+        for impl in hook.get_hookimpls():
             plugin = impl.plugin_name
+            pending: list[Any] = []
 
-            def register(spec: Any, _plugin: str = plugin) -> None:
+            def register(spec: Any, _pending: list[Any] = pending, _plugin: str = plugin) -> None:
                 if not isinstance(spec, spec_type):
-                    raise TypeError(f"{HOOK_NAMES[kind]} expects {spec_type.__name__} objects, got {type(spec).__name__}")
-                object.__setattr__(spec, "plugin", _plugin)
+                    raise TypeError(f"{hook_name} expects {spec_type.__name__} objects, got {type(spec).__name__}")
+                if not isinstance(spec.name, str) or not spec.name.strip():
+                    raise ValueError(f"{spec_type.__name__} needs a non-empty name, got {spec.name!r}")
+                _pending.append(dataclasses.replace(spec, plugin=_plugin))
+
+            # Implementations may accept a subset of the hook's arguments (as pluggy allows).
+            available = {"register": register}
+            try:
+                impl.function(*[available[arg] for arg in impl.argnames])
+            except Exception as exc:  # noqa: BLE001 - one failing hook must not hide the others
+                # A hook that raised half-way registers nothing: partial registrations would be confusing.
+                error = f"{type(exc).__name__}: {exc}"
+                self.failures.append(PluginFailure(plugin, hook_name, error, traceback.format_exc()))
+                info = self.infos.get(plugin)
+                if info is not None and info.error is None:
+                    info.error = f"{hook_name} raised {error}"
+                continue
+            for spec in pending:
                 try:
                     registry.add(spec)
-                except DuplicateComponentError as exc:
-                    duplicates.append(exc)
-
-            try:
-                impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001 - one failing hook must not hide the others
-                self.failures.append(
-                    PluginFailure(plugin, HOOK_NAMES[kind], f"{type(exc).__name__}: {exc}", traceback.format_exc())
-                )
-                if plugin in self.infos and self.infos[plugin].error is None:
-                    self.infos[plugin].error = f"{HOOK_NAMES[kind]}: {type(exc).__name__}: {exc}"
-        self._duplicates[kind] = duplicates
+                except DuplicateComponentError:
+                    pass  # remembered by the registry; fails when the name is requested
         return registry
 
     def get(self, kind: str, name: str) -> Any:
@@ -251,25 +331,37 @@ class PluginManager:
             DuplicateComponentError: two plugins registered this name.
             UnknownComponentError: nobody registered it (the message lists the known names and the closest one).
         """
-        registry = self.registry(kind)
-        for exc in self._duplicates.get(kind, []):
-            if f"{kind} {name!r} " in exc.message:
-                raise exc
-        return registry.get(name)
+        return self.registry(kind).get(name)
 
-    def duplicates(self) -> list[DuplicateComponentError]:
-        """Every duplicate registration seen so far (all kinds are collected)."""
+    def collect_all(self) -> None:
+        """Run every registration hook now (so that :attr:`failures` is complete)."""
         for kind in HOOK_NAMES:
             self.registry(kind)
-        return [exc for excs in self._duplicates.values() for exc in excs]
+
+    def duplicates(self) -> list[DuplicateComponentError]:
+        """One error per name registered more than once (all kinds are collected)."""
+        errors = []
+        for kind in HOOK_NAMES:
+            registry = self.registry(kind)
+            errors.extend(registry._duplicate_error(name) for name in sorted(registry.conflicts()))
+        return errors
 
     def components_of(self, plugin: str) -> list[ComponentSpec]:
-        """Every component registered by ``plugin``, all kinds."""
-        return [spec for kind in HOOK_NAMES for spec in self.registry(kind) if spec.plugin == plugin]
+        """Every component registered by ``plugin``, all kinds (refused duplicates included)."""
+        return [spec for kind in HOOK_NAMES for spec in self.registry(kind).all_specs() if spec.plugin == plugin]
+
+    def settings_sections(self) -> dict[str, list[ComponentSpec]]:
+        """Settings section name -> the components (of any kind) that bring a settings model for it."""
+        sections: dict[str, list[ComponentSpec]] = {}
+        for kind in HOOK_NAMES:
+            for spec in self.registry(kind).all_specs():
+                if spec.settings is not None:
+                    sections.setdefault(spec.section, []).append(spec)
+        return sections
 
 
-def _canonical(dist: str) -> str:
-    return dist.lower().replace("_", "-").replace(".", "-")
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _version(dist: str) -> str:
@@ -292,11 +384,17 @@ def get_plugin_manager() -> PluginManager:
         return _manager
 
 
-def reset_plugin_manager() -> None:
-    """Forget the process-wide manager (tests, or after installing a plugin in-process)."""
+def set_plugin_manager(manager: PluginManager | None) -> PluginManager | None:
+    """Replace the process-wide manager (tests and fixtures); returns the previous one."""
     global _manager
     with _manager_lock:
-        _manager = None
+        previous, _manager = _manager, manager
+        return previous
+
+
+def reset_plugin_manager() -> None:
+    """Forget the process-wide manager (tests, or after installing a plugin in-process)."""
+    set_plugin_manager(None)
 
 
 def get_component(kind: str, name: str) -> Any:
