@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Union
 
 from tmrl_core.errors import PluginError
@@ -94,6 +95,9 @@ class EnvSpec(ComponentSpec):
             starting the environment (the trainer never needs a live env).
         component_options: optional ``f(settings) -> dict`` of keyword arguments given to this env's compressor and
             memory factories (e.g. ``{"act_buf_len": 4}``), next to ``observation_space`` and ``action_space``.
+        default_settings: optional nested mapping of core settings this env changes by default (e.g.
+            ``{"training": {"start_training": 500}}``), applied above the built-in defaults and below the config file,
+            environment variables and command-line options (see ``docs/pipeline.md``).
     """
 
     kind: ClassVar[str] = "env"
@@ -104,6 +108,7 @@ class EnvSpec(ComponentSpec):
     realtime: bool = False
     spaces: Ref | None = None
     component_options: Ref | None = None
+    default_settings: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
