@@ -7,8 +7,8 @@ component is used (:meth:`ComponentSpec.load`), so listing plugins never imports
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
 from tmrl_core.errors import PluginError
