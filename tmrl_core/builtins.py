@@ -5,10 +5,37 @@ Only specs live here: every factory is a ``"module:attr"`` string, so listing th
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from tmrl_core.hookspecs import hookimpl
 from tmrl_core.specs import CompressorSpec, EnvSpec, MemorySpec, TransportSpec
+
+#: ``pendulum`` defaults: SAC-like lockstep (about one training step per env step, a fresh policy for every episode)
+#: instead of letting a fast simulator run far ahead of training; learning is then the same on any machine.
+PENDULUM_DEFAULT_SETTINGS: dict[str, Any] = {
+    "training": {
+        "rounds_per_epoch": 10,
+        "steps_per_round": 500,
+        "start_training": 1000,
+        "max_training_steps_per_env_step": 1.0,
+        "update_model_interval": 100,
+        "update_buffer_interval": 20,
+    },
+    "worker": {"max_env_steps_per_model": 200, "test_episode_interval": 5},
+}
+
+#: ``rc-drone`` defaults: a real-time env (20 steps/s) is never made to wait for the trainer.
+RC_DRONE_DEFAULT_SETTINGS: dict[str, Any] = {
+    "training": {
+        "rounds_per_epoch": 10,
+        "steps_per_round": 200,
+        "start_training": 400,
+        "max_training_steps_per_env_step": 2.0,
+        "update_model_interval": 100,
+        "update_buffer_interval": 50,
+    },
+    "worker": {"test_episode_interval": 10},
+}
 
 
 @hookimpl
@@ -18,6 +45,8 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             name="pendulum",
             factory="tmrl_core.envs:make_pendulum",
             description="gymnasium Pendulum-v1: swing a pendulum up (3 observations, 1 action).",
+            spaces="tmrl_core.envs:pendulum_spaces",
+            default_settings=PENDULUM_DEFAULT_SETTINGS,
         )
     )
     register(
@@ -27,6 +56,9 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             description="rtgym's dummy RC drone: real-time, delayed, with an action buffer in the observation.",
             settings="tmrl_core.envs:RcDroneSettings",
             realtime=True,
+            spaces="tmrl_core.envs:rc_drone_spaces",
+            component_options="tmrl_core.envs:rc_drone_component_options",
+            default_settings=RC_DRONE_DEFAULT_SETTINGS,
         )
     )
 

@@ -1,0 +1,247 @@
+"""Environments built into tmrl-core: ``GenericGymEnv``, ``pendulum``, any gymnasium id as ``gym:<id>``, and the
+real-time dummy RC drone ``rc-drone`` (rtgym).
+
+Every env factory has the signature ``factory(settings, **kwargs) -> gymnasium.Env`` where ``settings`` is the env's
+validated settings section (or ``None``); ``*_spaces(settings)`` describe the spaces without running anything, so the
+trainer never needs a live environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from pydantic import BaseModel, ConfigDict, Field
+from rtgym import DEFAULT_CONFIG_DICT, DummyRCDrone, RealTimeGymInterface
+
+from tmrl_core.errors import ConfigError
+
+GYM_PREFIX = "gym:"
+
+
+class GenericGymEnv(gymnasium.Wrapper):
+    """Any registered gymnasium environment, made by id (rtgym environments included).
+
+    Args:
+        id: the gymnasium id, e.g. ``"Pendulum-v1"`` or ``"real-time-gym-ts-v1"``.
+        gym_kwargs: keyword arguments of ``gymnasium.make`` (e.g. ``{"config": rtgym_config}``).
+        to_float32: cast float64 observation arrays to float32 (what the networks expect).
+    """
+
+    def __init__(self, id: str = "Pendulum-v1", gym_kwargs: dict[str, Any] | None = None, to_float32: bool = False):
+        kwargs = dict(gym_kwargs or {})
+        # The passive checker steps through warnings only, and trips on rtgym's real-time semantics.
+        kwargs.setdefault("disable_env_checker", True)
+        try:
+            env = gymnasium.make(id, **kwargs)
+        except gymnasium.error.Error as exc:
+            raise ConfigError(
+                f"cannot make gymnasium environment {id!r}: {exc}",
+                hint="check the id (gymnasium.pprint_registry() lists them) and that its package is installed",
+            ) from exc
+        super().__init__(env)
+        self.to_float32 = to_float32
+
+    def _cast(self, obs: Any) -> Any:
+        if isinstance(obs, tuple):
+            return tuple(self._cast(o) for o in obs)
+        if isinstance(obs, np.ndarray) and obs.dtype == np.float64:
+            return obs.astype(np.float32)
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return (self._cast(obs) if self.to_float32 else obs), info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, rew, terminated, truncated, info = self.env.step(action)
+        return (self._cast(obs) if self.to_float32 else obs), rew, terminated, truncated, info
+
+
+def is_realtime(env: gymnasium.Env) -> bool:
+    """True for rtgym environments (they apply a default action at every reset)."""
+    return hasattr(env.unwrapped, "default_action") and hasattr(env.unwrapped, "act_buf")
+
+
+def reset_action(env: gymnasium.Env) -> np.ndarray:
+    """The action recorded in the reset sample: rtgym's default action (what ``reset()`` applies), else zeros."""
+    default = getattr(env.unwrapped, "default_action", None) if is_realtime(env) else None
+    if default is not None:
+        return np.array(default, dtype=np.float32, copy=True)
+    space = env.action_space
+    if isinstance(space, spaces.Box):
+        return np.zeros(space.shape, dtype=np.float32)
+    if isinstance(space, spaces.Discrete):
+        return np.zeros((), dtype=np.int64)
+    return np.zeros(getattr(space, "shape", ()) or (), dtype=np.float32)
+
+
+# -- gymnasium environments -----------------------------------------------------------------------------------------
+
+
+def make_gym_env(settings: Any = None, *, id: str, **kwargs: Any) -> GenericGymEnv:
+    """Factory of ``gym:<id>`` environments (extra kwargs go to ``gymnasium.make``)."""
+    return GenericGymEnv(id=id, gym_kwargs=kwargs, to_float32=True)
+
+
+def gym_spaces(settings: Any = None, *, id: str, **kwargs: Any) -> tuple[spaces.Space, spaces.Space]:
+    """The spaces of a gymnasium environment (made and closed; ``reset`` is never called)."""
+    env = make_gym_env(settings, id=id, **kwargs)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def make_pendulum(settings: Any = None, **kwargs: Any) -> GenericGymEnv:
+    """gymnasium's ``Pendulum-v1`` (episodes truncated after 200 steps)."""
+    return make_gym_env(settings, id="Pendulum-v1", **kwargs)
+
+
+def pendulum_spaces(settings: Any = None) -> tuple[spaces.Space, spaces.Space]:
+    high = np.array([1.0, 1.0, 8.0], dtype=np.float32)
+    return spaces.Box(-high, high, dtype=np.float32), spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
+
+
+# -- the real-time dummy RC drone (rtgym) -------------------------------------------------------------------------
+
+
+class RcDroneSettings(BaseModel):
+    """Settings section ``rc_drone``: the rtgym timing knobs of the dummy RC drone."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    time_step_duration: float = Field(0.05, gt=0, description="Nominal duration of an elastic time step (s).")
+    start_obs_capture: float = Field(0.05, ge=0, description="Observation capture starts this long into a step (s).")
+    time_step_timeout_factor: float = Field(1.0, gt=0, description="Allowed elasticity, in time steps.")
+    ep_max_length: int = Field(100, ge=1, description="rtgym truncates episodes after this many steps.")
+    act_buf_len: int = Field(4, ge=1, description="Actions kept in the observation's action buffer.")
+    reset_act_buf: bool = Field(False, description="Fill the action buffer with default actions at every reset.")
+    wait_on_done: bool = Field(False, description="Call the interface's wait() when an episode ends.")
+    benchmark: bool = Field(False, description="Let rtgym measure its timings (env.unwrapped.benchmarks()).")
+
+
+class DummyRCDroneInterface(RealTimeGymInterface):
+    """rtgym interface of rtgym's ``DummyRCDrone``: reach a random target.
+
+    Observations are the drone's (delayed) position and the target; actions are velocities; the reward is minus the
+    distance to the target, and the episode terminates within 1 cm of it. The drone starts on the first reset.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rc_drone: DummyRCDrone | None = None
+        self.target = np.zeros(2, dtype=np.float32)
+        self.rng = np.random.default_rng(seed)
+
+    def get_observation_space(self) -> spaces.Tuple:
+        return drone_base_observation_space()
+
+    def get_action_space(self) -> spaces.Box:
+        return drone_action_space()
+
+    def get_default_action(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float32)
+
+    def send_control(self, control: Any) -> None:
+        if control is not None and self.rc_drone is not None:
+            self.rc_drone.send_control(float(control[0]), float(control[1]))
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[list, dict]:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if self.rc_drone is None:
+            self.rc_drone = DummyRCDrone()
+        self.target[:] = self.rng.uniform(-0.5, 0.5, size=2)
+        return self._observation(), {}
+
+    def _observation(self) -> list[np.ndarray]:
+        assert self.rc_drone is not None
+        pos_x, pos_y = self.rc_drone.get_observation()
+        return [
+            np.array([pos_x], dtype=np.float32),
+            np.array([pos_y], dtype=np.float32),
+            np.array([self.target[0]], dtype=np.float32),
+            np.array([self.target[1]], dtype=np.float32),
+        ]
+
+    def get_obs_rew_terminated_info(self) -> tuple[list, float, bool, dict]:
+        obs = self._observation()
+        position = np.array([obs[0][0], obs[1][0]], dtype=np.float32)
+        rew = -float(np.linalg.norm(position - self.target))
+        return obs, rew, rew > -0.01, {}
+
+    def wait(self) -> None:
+        pass
+
+
+def drone_base_observation_space() -> spaces.Tuple:
+    """Position (x, y) and target (x, y), without the action buffer rtgym appends."""
+    return spaces.Tuple(
+        (
+            spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32),
+            spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32),
+            spaces.Box(-0.5, 0.5, shape=(1,), dtype=np.float32),
+            spaces.Box(-0.5, 0.5, shape=(1,), dtype=np.float32),
+        )
+    )
+
+
+def drone_action_space() -> spaces.Box:
+    return spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
+
+
+def rc_drone_config(settings: RcDroneSettings | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The rtgym configuration dictionary of the dummy RC drone."""
+    s = settings or RcDroneSettings()
+    config = dict(DEFAULT_CONFIG_DICT)
+    config.update(
+        interface=DummyRCDroneInterface,
+        interface_kwargs={"seed": seed},
+        time_step_duration=s.time_step_duration,
+        start_obs_capture=s.start_obs_capture,
+        time_step_timeout_factor=s.time_step_timeout_factor,
+        ep_max_length=s.ep_max_length,
+        act_buf_len=s.act_buf_len,
+        reset_act_buf=s.reset_act_buf,
+        wait_on_done=s.wait_on_done,
+        benchmark=s.benchmark,
+    )
+    return config
+
+
+def make_rc_drone(settings: RcDroneSettings | None = None, *, seed: int | None = None, **_: Any) -> GenericGymEnv:
+    """The dummy RC drone as an rtgym environment (``real-time-gym-ts-v1``)."""
+    return GenericGymEnv(id="real-time-gym-ts-v1", gym_kwargs={"config": rc_drone_config(settings, seed)})
+
+
+def rc_drone_spaces(settings: RcDroneSettings | None = None) -> tuple[spaces.Space, spaces.Space]:
+    """The drone's spaces as rtgym builds them (base observation + ``act_buf_len`` actions), without starting it."""
+    s = settings or RcDroneSettings()
+    act = drone_action_space()
+    return spaces.Tuple((*drone_base_observation_space().spaces, *((act,) * s.act_buf_len))), act
+
+
+def rc_drone_component_options(settings: RcDroneSettings | None = None) -> dict[str, Any]:
+    """What the drone's compressor and memory need to rebuild observations."""
+    s = settings or RcDroneSettings()
+    return {"act_buf_len": s.act_buf_len}
+
+
+def gym_env_spec(name: str) -> Any:
+    """An :class:`~tmrl_core.specs.EnvSpec` for ``gym:<id>`` (any registered gymnasium id)."""
+    from functools import partial
+
+    from tmrl_core.specs import EnvSpec
+
+    gym_id = name[len(GYM_PREFIX) :]
+    if not gym_id:
+        raise ConfigError(f"environment {name!r} names no gymnasium id", hint="write e.g. --env gym:Pendulum-v1")
+    return EnvSpec(
+        name=name,
+        factory=partial(make_gym_env, id=gym_id),
+        spaces=partial(gym_spaces, id=gym_id),
+        description=f"gymnasium environment {gym_id}",
+        plugin="tmrl-core",
+    )
