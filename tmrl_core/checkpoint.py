@@ -1,0 +1,294 @@
+"""Checkpoints and weights files: safetensors on disk, never pickle, always written atomically.
+
+A *state* is a nested structure of dicts, lists and tuples whose leaves are torch tensors, numpy arrays, numpy
+scalars, Python scalars, strings, bytes or None (what ``state_dict()`` methods return: models, optimisers with
+their integer-keyed ``state``, memories, RNG states). :func:`save_state` writes it as one safetensors file: every
+tensor and array becomes a safetensors tensor, and the structure around them is a JSON "skeleton" in the file's
+metadata, next to a digest of every tensor's bytes so that corruption anywhere is detected on load.
+
+Writing is atomic: a temporary file in the same folder, flushed and fsynced, then ``os.replace``: a crash leaves
+either the old file or the new one, never half of one. A file that does not load raises
+:class:`~tmrl_core.errors.CheckpointError` with a clear message; nothing here overwrites or deletes it
+(:func:`quarantine` moves it aside when the user asks for a fresh start).
+
+Actor weights files (:func:`save_weights` / :func:`load_weights`) are plain safetensors files of a ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tmrl_core.errors import CheckpointError
+
+FORMAT = "tmrl-state"
+FORMAT_VERSION = 1
+
+
+# -- atomic files ----------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], *, fsync: bool = True) -> Path:
+    """Create ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same folder, then it replaces
+    ``path`` in one step (after an fsync of the file and, on POSIX, of the folder when ``fsync``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync and os.name == "posix":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def quarantine(path: str | os.PathLike[str], reason: str = "corrupt") -> Path:
+    """Move ``path`` aside as ``<name>.<reason>-<timestamp>`` (never deleted); return the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.{reason}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{reason}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+# -- nested state <-> (skeleton, tensors) ----------------------------------------------------------------------------
+
+_MARK = "$"  # keys of the skeleton's special objects start with this
+
+
+class _Flattener:
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._storages: set[tuple[int, int]] = set()
+
+    def _store(self, tensor: torch.Tensor, where: str) -> str:
+        key = where or "value"
+        if key in self.tensors:
+            n = 1
+            while f"{key}#{n}" in self.tensors:
+                n += 1
+            key = f"{key}#{n}"
+        tensor = tensor.detach().cpu().contiguous()
+        # safetensors refuses tensors sharing memory (views, tied weights): each gets its own copy
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if tensor.numel() and ident in self._storages:
+            tensor = tensor.clone()
+        self._storages.add((tensor.untyped_storage().data_ptr(), tensor.storage_offset()))
+        self.tensors[key] = tensor
+        return key
+
+    def flatten(self, obj: Any, where: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return {"$tensor": self._store(obj, where)}
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject or obj.dtype.kind not in "biuf":
+                raise CheckpointError(f"cannot save {where or 'the state'}: arrays of dtype {obj.dtype} are not supported")
+            array = np.ascontiguousarray(obj.astype(obj.dtype.newbyteorder("="), copy=False))
+            return {"$ndarray": self._store(torch.from_numpy(array), where)}
+        if isinstance(obj, np.generic):
+            return {"$scalar": obj.dtype.str, "v": obj.item()}
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        if isinstance(obj, (bytes, bytearray)):
+            return {"$bytes": base64.b64encode(bytes(obj)).decode()}
+        if isinstance(obj, torch.Size):
+            return {"$tuple": list(obj)}
+        if isinstance(obj, tuple):
+            return {"$tuple": [self.flatten(v, f"{where}.{i}") for i, v in enumerate(obj)]}
+        if isinstance(obj, list):
+            return [self.flatten(v, f"{where}.{i}") for i, v in enumerate(obj)]
+        if isinstance(obj, Mapping):
+            if all(isinstance(k, str) and not k.startswith(_MARK) for k in obj):
+                return {k: self.flatten(v, f"{where}.{k}" if where else k) for k, v in obj.items()}
+            return {
+                "$items": [
+                    [self.flatten(k, f"{where}.key{i}"), self.flatten(v, f"{where}.{k}")]
+                    for i, (k, v) in enumerate(obj.items())
+                ]
+            }
+        raise CheckpointError(
+            f"cannot save {where or 'the state'}: objects of type {type(obj).__name__} are not supported",
+            hint="state_dict() methods must return tensors, arrays and plain data",
+        )
+
+
+def _unflatten(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(node, list):
+        return [_unflatten(v, tensors) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "$tensor" in node:
+        return tensors[node["$tensor"]]
+    if "$ndarray" in node:
+        return tensors[node["$ndarray"]].numpy()
+    if "$scalar" in node:
+        return np.dtype(node["$scalar"]).type(node["v"])
+    if "$bytes" in node:
+        return base64.b64decode(node["$bytes"])
+    if "$tuple" in node:
+        return tuple(_unflatten(v, tensors) for v in node["$tuple"])
+    if "$items" in node:
+        return {_hashable(_unflatten(k, tensors)): _unflatten(v, tensors) for k, v in node["$items"]}
+    return {k: _unflatten(v, tensors) for k, v in node.items()}
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            h.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+# -- public API --------------------------------------------------------------------------------------------------
+
+
+def save_state(
+    path: str | os.PathLike[str], state: Mapping[str, Any], *, kind: str = "checkpoint", fsync: bool = True
+) -> Path:
+    """Write ``state`` (see the module docstring) to ``path`` atomically, as safetensors + a JSON skeleton."""
+    import safetensors.torch
+
+    flat = _Flattener()
+    skeleton = flat.flatten(dict(state), "")
+    metadata = {
+        "format": FORMAT,
+        "version": str(FORMAT_VERSION),
+        "kind": kind,
+        "skeleton": json.dumps(skeleton, separators=(",", ":")),
+        "digest": _digest(flat.tensors),
+    }
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(flat.tensors, tmp, metadata=metadata), fsync=fsync)
+
+
+def load_state(path: str | os.PathLike[str], *, kind: str = "checkpoint") -> dict[str, Any]:
+    """Read a file written by :func:`save_state`.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupted, of another kind, or of an unknown version.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no {kind} file at {path}")
+    what = f"{kind} {path}"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise CheckpointError(f"{what} is not a tmrl {kind} file")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except CheckpointError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise _damaged(what, f"{type(exc).__name__}: {exc}") from None
+    if metadata.get("kind") != kind:
+        raise CheckpointError(f"{what} holds a {metadata.get('kind')!r}, not a {kind!r}")
+    if metadata.get("version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{what} has format version {metadata.get('version')}, this tmrl-core reads version {FORMAT_VERSION}",
+            hint="use the tmrl-core version that wrote it, or start the run afresh (--reset)",
+        )
+    if _digest(tensors) != metadata.get("digest"):
+        raise _damaged(what, "its contents do not match their digest")
+    try:
+        skeleton = json.loads(metadata["skeleton"])
+        return _unflatten(skeleton, tensors)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _damaged(what, f"bad structure: {exc}") from None
+
+
+def _damaged(what: str, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"{what} is corrupted or truncated ({detail})",
+        hint="it was left untouched: move it away, or pass --reset to keep it aside and start afresh",
+    )
+
+
+def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, Any], *, fsync: bool = False) -> Path:
+    """Write an actor's ``state_dict`` as a plain safetensors file, atomically."""
+    import safetensors.torch
+
+    flat = _Flattener()
+    for name, value in state_dict.items():
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise CheckpointError(f"weights {name!r} is a {type(value).__name__}, not a tensor")
+        flat.flatten(value, name)
+    tensors = flat.tensors
+    metadata = {"format": "tmrl-weights", "version": str(FORMAT_VERSION)}
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a weights file written by :func:`save_weights` (any safetensors file of tensors works)."""
+    import safetensors.torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}", hint="train first (tmrl run), or check --run-name")
+    try:
+        return dict(safetensors.torch.load_file(str(path)))
+    except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise _damaged(f"weights file {path}", f"{type(exc).__name__}: {exc}") from None
+
+
+# -- RNG states ----------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of Python, numpy and torch (as plain data and arrays)."""
+    import random
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    import random
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,654 @@
+"""The ``local`` transport: server, trainer and workers on one machine, without a network port.
+
+The server listens on a Unix socket inside the run's folder (``<data>/runs/<run>/``; a named pipe on Windows), so
+only the user's processes can reach it. Every connection starts with a mutual HMAC-SHA256 challenge keyed by the
+password (the password itself never travels), then a hello message naming the peer's role. After that, messages are
+:mod:`tmrl_core.codec` messages framed by ``multiprocessing.connection`` (``send_bytes``/``recv_bytes``, never its
+pickling ``send``/``recv``):
+
+- worker -> server -> trainer: sample buffers (the server checks the header and relays the bytes as they are);
+- trainer -> server -> every worker: weights (newest wins: a slow worker skips versions instead of queueing them).
+
+It works the same between threads of one process (the tutorial's style) and between processes. Clients started
+before the server wait for it; a client whose server goes away reconnects when it comes back, keeping a bounded
+queue of unsent buffers (oldest dropped, and counted).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+from typing import Any
+
+from tmrl_core import codec
+from tmrl_core.buffer import Buffer
+from tmrl_core.errors import CodecError, TransportError
+from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
+
+log = logging.getLogger("tmrl.transport.local")
+
+PROTOCOL_VERSION = 1
+_CHALLENGE_BYTES = 32
+_HANDSHAKE_TIMEOUT = 10.0
+_POLL = 0.2
+#: Unix socket paths longer than this do not fit in ``sockaddr_un`` on every platform.
+_MAX_UNIX_PATH = 100
+
+
+# -- addresses and authentication -----------------------------------------------------------------------------------
+
+
+def local_address(run_name: str, port: int) -> tuple[str, str]:
+    """``(address, family)`` of the local server of ``run_name``; the port keeps two servers of one run apart."""
+    key = f"{run_name}:{port}"
+    if sys.platform == "win32":
+        digest = hashlib.sha256(f"{Path.home()}:{key}".encode()).hexdigest()[:24]
+        return rf"\\.\pipe\tmrl-{digest}", "AF_PIPE"
+    from tmrl_core.paths import subdir
+
+    folder = subdir("runs") / _safe_name(run_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"server-{port}.sock"
+    if len(str(path)) <= _MAX_UNIX_PATH:
+        return str(path), "AF_UNIX"
+    # Deep data folders (e.g. pytest's tmp paths) overflow sockaddr_un: use a private folder in /tmp instead.
+    private = Path(tempfile.gettempdir()) / f"tmrl-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    if private.stat().st_uid != os.getuid() or private.stat().st_mode & 0o077:
+        raise TransportError(
+            f"{private} is not a private folder of this user", hint="remove it, or set TMRL_HOME to a shorter path"
+        )
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+    return str(private / f"{digest}.sock"), "AF_UNIX"
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "default"
+
+
+def _authkey(password: str) -> bytes:
+    return hashlib.sha256(b"tmrl-local-transport\0" + password.encode()).digest()
+
+
+def _recv(conn: Connection, max_bytes: int, timeout: float) -> bytes:
+    if not conn.poll(timeout):
+        raise TransportError("the peer did not answer in time")
+    return conn.recv_bytes(max_bytes)
+
+
+def _prove(conn: Connection, key: bytes, challenge_first: bool) -> None:
+    """Mutual challenge-response: each side proves it knows ``key`` without sending it."""
+
+    def ask() -> None:
+        challenge = secrets.token_bytes(_CHALLENGE_BYTES)
+        conn.send_bytes(challenge)
+        answer = _recv(conn, 64, _HANDSHAKE_TIMEOUT)
+        expected = hmac.new(key, b"answer" + challenge, "sha256").digest()
+        if not hmac.compare_digest(answer, expected):
+            conn.send_bytes(b"DENIED")
+            raise TransportError("authentication failed", hint="use the same password (server.password) everywhere")
+        conn.send_bytes(b"OK")
+
+    def answer() -> None:
+        challenge = _recv(conn, _CHALLENGE_BYTES, _HANDSHAKE_TIMEOUT)
+        conn.send_bytes(hmac.new(key, b"answer" + challenge, "sha256").digest())
+        if _recv(conn, 16, _HANDSHAKE_TIMEOUT) != b"OK":
+            raise TransportError("the server refused the password", hint="use the same password everywhere")
+
+    if challenge_first:
+        ask()
+        answer()
+    else:
+        answer()
+        ask()
+
+
+# -- the transport ---------------------------------------------------------------------------------------------------
+
+
+class LocalTransport(Transport):
+    """Server, trainer and workers on one machine (threads or processes), through a Unix socket.
+
+    Args:
+        settings: the ``server`` settings section (password, ``port`` as a namespace, message limits, timeouts).
+        run_name: the run; its folder holds the socket.
+        address: an explicit ``(address, family)`` (tests); default :func:`local_address`.
+    """
+
+    def __init__(self, settings: Any, *, run_name: str = "default", address: tuple[str, str] | None = None, **options: Any):
+        super().__init__(settings, run_name=run_name, **options)
+        password = settings.password.get_secret_value() if hasattr(settings.password, "get_secret_value") else settings.password
+        self.key = _authkey(str(password))
+        self.address, self.family = address or local_address(run_name, int(settings.port))
+        self.max_bytes = int(settings.max_message_bytes)
+        self.connect_timeout = float(settings.connect_timeout)
+        self.max_pending_samples = int(settings.local_buffer_max_samples)
+        self.max_workers = int(settings.max_workers)
+
+    def server(self) -> LocalServer:
+        return LocalServer(self)
+
+    def trainer(self) -> LocalTrainerEndpoint:
+        return LocalTrainerEndpoint(self)
+
+    def worker(self, name: str | None = None) -> LocalWorkerEndpoint:
+        return LocalWorkerEndpoint(self, name or f"worker-{os.getpid()}-{secrets.token_hex(2)}")
+
+
+# -- server ----------------------------------------------------------------------------------------------------------
+
+
+class _Peer:
+    """One authenticated connection on the server side, with its writer thread."""
+
+    def __init__(self, server: LocalServer, conn: Connection, role: str, name: str) -> None:
+        self.server, self.conn, self.role, self.name = server, conn, role, name
+        self.alive = True
+        self.cond = threading.Condition()
+        self.queue: collections.deque[bytes] = collections.deque()  # trainer: buffers to deliver
+        self.latest: bytes | None = None  # worker: newest weights not yet delivered
+        self.writer = threading.Thread(target=self._write, name=f"tmrl-local-send-{name}", daemon=True)
+
+    def push_buffer(self, data: bytes) -> None:
+        with self.cond:
+            self.queue.append(data)
+            self.cond.notify()
+
+    def push_weights(self, data: bytes) -> None:
+        with self.cond:
+            self.latest = data
+            self.cond.notify()
+
+    def _write(self) -> None:
+        try:
+            while self.alive:
+                with self.cond:
+                    while self.alive and not self.queue and self.latest is None:
+                        self.cond.wait(_POLL)
+                    if not self.alive:
+                        return
+                    if self.queue:
+                        data = self.queue.popleft()
+                    else:
+                        data, self.latest = self.latest, None
+                if data is not None:
+                    self.conn.send_bytes(data)
+        except (OSError, EOFError, ValueError) as exc:
+            log.info("server: lost %s %s while sending: %s", self.role, self.name, exc)
+        finally:
+            self.server._drop(self)
+
+    def close(self) -> None:
+        with self.cond:
+            self.alive = False
+            self.cond.notify_all()
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class LocalServer(ServerEndpoint):
+    """Accepts workers and one trainer; relays buffers to the trainer and the newest weights to every worker."""
+
+    def __init__(self, transport: LocalTransport) -> None:
+        self.t = transport
+        self._listener: Listener | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._trainer: _Peer | None = None
+        self._workers: dict[int, _Peer] = {}
+        self._latest_weights: bytes | None = None
+        # buffers received while no trainer is connected (bounded in bytes; the oldest are dropped)
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        self.dropped_buffers = 0
+        self.relayed_buffers = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def address(self) -> str:
+        return self.t.address
+
+    def start(self) -> None:
+        if self._listener is not None:
+            return
+        self._prepare_address()
+        self._listener = Listener(self.t.address, self.t.family, backlog=64)
+        if self.t.family == "AF_UNIX":
+            os.chmod(self.t.address, 0o600)
+        thread = threading.Thread(target=self._accept_loop, name="tmrl-local-accept", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        log.info("local server listening on %s", self.t.address)
+
+    def _prepare_address(self) -> None:
+        if self.t.family != "AF_UNIX" or not os.path.exists(self.t.address):
+            return
+        try:
+            Client(self.t.address, self.t.family).close()
+        except OSError:
+            os.unlink(self.t.address)  # left behind by a server that died
+            return
+        raise TransportError(
+            f"a server is already listening on {self.t.address}",
+            hint="is this run already running? choose another --run-name, or stop the other one",
+        )
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(_POLL)
+                continue
+            if self._stopping.is_set():
+                conn.close()
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="tmrl-local-peer", daemon=True).start()
+
+    def _serve(self, conn: Connection) -> None:
+        peer: _Peer | None = None
+        try:
+            _prove(conn, self.t.key, challenge_first=True)
+            hello = codec.decode(_recv(conn, 4096, _HANDSHAKE_TIMEOUT), max_bytes=4096)
+            if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_VERSION:
+                raise TransportError(f"unexpected hello {hello!r}")
+            role, name = hello.get("role"), str(hello.get("name", "?"))[:100]
+            if role not in ("trainer", "worker"):
+                raise TransportError(f"unknown role {role!r}")
+            refusal = self._admit(role)
+            conn.send_bytes(codec.encode({"ok": refusal is None, "error": refusal or ""}))
+            if refusal:
+                raise TransportError(refusal)
+            peer = _Peer(self, conn, role, name)
+            self._register(peer)
+            log.info("server: %s %s connected", role, name)
+            self._read(peer)
+        except EOFError:
+            pass  # the peer hung up; _drop logs it
+        except (TransportError, CodecError, OSError) as exc:
+            if not self._stopping.is_set():
+                log.warning("server: closing a connection: %s", exc)
+        finally:
+            if peer is not None:
+                self._drop(peer)
+            else:
+                conn.close()
+
+    def _admit(self, role: str) -> str | None:
+        with self._lock:
+            if role == "trainer" and self._trainer is not None:
+                return "a trainer is already connected to this server"
+            if role == "worker" and 0 <= self.t.max_workers <= len(self._workers):
+                return f"the server accepts at most {self.t.max_workers} workers"
+        return None
+
+    def _register(self, peer: _Peer) -> None:
+        with self._lock:
+            if peer.role == "trainer":
+                self._trainer = peer
+                while self._pending:
+                    peer.queue.append(self._pending.popleft())
+                self._pending_bytes = 0
+            else:
+                self._workers[id(peer)] = peer
+                if self._latest_weights is not None:
+                    peer.latest = self._latest_weights
+        peer.writer.start()
+
+    def _drop(self, peer: _Peer) -> None:
+        with self._lock:
+            if self._trainer is peer:
+                self._trainer = None
+                # buffers not yet delivered wait for the next trainer
+                self._pending.extendleft(reversed(peer.queue))
+                peer.queue.clear()
+                self._pending_bytes = sum(len(b) for b in self._pending)
+            self._workers.pop(id(peer), None)
+        if peer.alive and not self._stopping.is_set():
+            log.info("server: %s %s disconnected", peer.role, peer.name)
+        peer.close()
+
+    def _read(self, peer: _Peer) -> None:
+        while peer.alive and not self._stopping.is_set():
+            if not peer.conn.poll(_POLL):
+                continue
+            data = peer.conn.recv_bytes(self.t.max_bytes)
+            try:
+                header = codec.read_header(data, max_bytes=self.t.max_bytes)
+            except CodecError as exc:
+                log.warning("server: rejected a message from %s %s: %s", peer.role, peer.name, exc)
+                continue
+            if peer.role == "worker" and header.kind == codec.Kind.BUFFER:
+                self._relay_buffer(data)
+            elif peer.role == "trainer" and header.kind == codec.Kind.WEIGHTS:
+                self._broadcast_weights(data)
+            else:
+                log.warning("server: rejected a %s message from %s %s", header.kind.name, peer.role, peer.name)
+
+    def _relay_buffer(self, data: bytes) -> None:
+        with self._lock:
+            self.relayed_buffers += 1
+            trainer = self._trainer
+            if trainer is None:
+                self._pending.append(data)
+                self._pending_bytes += len(data)
+                while self._pending_bytes > self.t.max_bytes and len(self._pending) > 1:
+                    self._pending_bytes -= len(self._pending.popleft())
+                    self.dropped_buffers += 1
+                    log.warning("server: no trainer; dropped the oldest waiting buffer (%d so far)", self.dropped_buffers)
+                return
+        trainer.push_buffer(data)
+
+    def _broadcast_weights(self, data: bytes) -> None:
+        with self._lock:
+            self._latest_weights = data
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.push_weights(data)
+
+    @property
+    def worker_count(self) -> int:
+        with self._lock:
+            return len(self._workers)
+
+    @property
+    def trainer_connected(self) -> bool:
+        with self._lock:
+            return self._trainer is not None
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._listener is not None:
+            try:  # wake the accept() call
+                Client(self.t.address, self.t.family).close()
+            except OSError:
+                pass
+            self._listener.close()
+        with self._lock:
+            peers = ([self._trainer] if self._trainer else []) + list(self._workers.values())
+        for peer in peers:
+            peer.close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+
+# -- clients ---------------------------------------------------------------------------------------------------------
+
+
+class _LocalClient:
+    """A connection to the local server that (re)connects in the background and reads in the background."""
+
+    role = "?"
+
+    def __init__(self, transport: LocalTransport, name: str) -> None:
+        self.t = transport
+        self.name = name
+        self._closed = threading.Event()
+        self._cond = threading.Condition()
+        self._conn: Connection | None = None
+        self._connected = threading.Event()
+        self._error: TransportError | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tmrl-local-{self.role}", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name=f"tmrl-local-{self.role}-send", daemon=True)
+        self._thread.start()
+        self._writer.start()
+
+    # connection management
+    def _connect_once(self) -> Connection | None:
+        try:
+            conn = Client(self.t.address, self.t.family)
+        except (FileNotFoundError, ConnectionRefusedError, OSError):
+            return None
+        try:
+            _prove(conn, self.t.key, challenge_first=False)
+            conn.send_bytes(codec.encode({"protocol": PROTOCOL_VERSION, "role": self.role, "name": self.name}))
+            reply = codec.decode(_recv(conn, 4096, _HANDSHAKE_TIMEOUT), max_bytes=4096)
+        except (OSError, EOFError, CodecError):
+            conn.close()
+            return None
+        except TransportError:
+            conn.close()
+            raise
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            conn.close()
+            message = reply.get("error") if isinstance(reply, dict) else "bad reply"
+            raise TransportError(f"the server refused this {self.role}: {message}")
+        return conn
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        warned = False
+        while not self._closed.is_set():
+            try:
+                conn = self._connect_once()
+            except TransportError as exc:
+                self._error = exc
+                log.error("%s %s: %s", self.role, self.name, exc)
+                self._connected.set()
+                return
+            if conn is None:
+                waited = time.monotonic() - started
+                if self.t.connect_timeout and waited > self.t.connect_timeout:
+                    self._error = TransportError(
+                        f"no server at {self.t.address} after {waited:.0f} s",
+                        hint="start the server first, or raise server.connect_timeout (0 waits forever)",
+                    )
+                    self._connected.set()
+                    return
+                if not warned and waited > 5.0:
+                    log.info("%s %s: waiting for the server at %s", self.role, self.name, self.t.address)
+                    warned = True
+                self._closed.wait(_POLL)
+                continue
+            log.info("%s %s: connected to %s", self.role, self.name, self.t.address)
+            with self._cond:
+                self._conn = conn
+                self._cond.notify_all()
+            self._connected.set()
+            try:
+                while not self._closed.is_set():
+                    if conn.poll(_POLL):
+                        self._on_message(conn.recv_bytes(self.t.max_bytes))
+            except (OSError, EOFError) as exc:
+                if not self._closed.is_set():
+                    log.info("%s %s: lost the server (%s); reconnecting", self.role, self.name, exc)
+            finally:
+                with self._cond:
+                    self._conn = None
+                conn.close()
+            started = time.monotonic()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until connected (True), or until ``timeout`` (False); raises if the server refused us."""
+        ok = self._connected.wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return ok
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    # sending: subclasses say what is waiting (called with self._cond held) and take it back after a failure
+    def _has_outgoing(self) -> bool:
+        raise NotImplementedError
+
+    def _take_outgoing(self) -> Any:
+        raise NotImplementedError
+
+    def _encode_outgoing(self, item: Any) -> bytes | None:
+        return item
+
+    def _requeue(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def _write_loop(self) -> None:
+        while not self._closed.is_set():
+            with self._cond:
+                while not self._closed.is_set() and (self._conn is None or not self._has_outgoing()):
+                    self._cond.wait(_POLL)
+                if self._closed.is_set():
+                    return
+                conn = self._conn
+                item = self._take_outgoing()
+            data = self._encode_outgoing(item)
+            if data is None or conn is None:
+                continue
+            try:
+                conn.send_bytes(data)
+            except (OSError, ValueError) as exc:
+                log.info("%s %s: send failed (%s); will retry after reconnecting", self.role, self.name, exc)
+                with self._cond:
+                    self._requeue(item)
+                self._closed.wait(_POLL)
+
+    def _on_message(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=2.0)
+        self._writer.join(timeout=2.0)
+
+
+class LocalTrainerEndpoint(_LocalClient, TrainerEndpoint):
+    role = "trainer"
+
+    def __init__(self, transport: LocalTransport, name: str = "trainer") -> None:
+        self._received: list[Buffer] = []
+        self._weights: bytes | None = None
+        self.rejected = 0
+        super().__init__(transport, name)
+
+    def send_weights(self, weights: Weights) -> None:
+        data = codec.encode_weights(weights)
+        if len(data) > self.t.max_bytes:
+            raise TransportError(
+                f"the actor's weights take {len(data)} bytes, more than server.max_message_bytes={self.t.max_bytes}"
+            )
+        with self._cond:
+            self._weights = data
+            self._cond.notify_all()
+
+    def receive_samples(self) -> list[Buffer]:
+        with self._cond:
+            received, self._received = self._received, []
+        return received
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            buffer = codec.decode_buffer(data, max_bytes=self.t.max_bytes)
+        except CodecError as exc:
+            self.rejected += 1
+            log.warning("trainer: rejected a buffer: %s", exc)
+            return
+        with self._cond:
+            self._received.append(buffer)
+
+    def _has_outgoing(self) -> bool:
+        return self._weights is not None
+
+    def _take_outgoing(self) -> Any:
+        data, self._weights = self._weights, None
+        return data
+
+    def _requeue(self, item: Any) -> None:
+        if self._weights is None:  # newer weights win over the ones that failed
+            self._weights = item
+
+
+class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
+    role = "worker"
+
+    def __init__(self, transport: LocalTransport, name: str) -> None:
+        self._outbox: collections.deque[tuple[Buffer, int]] = collections.deque()
+        self._outbox_samples = 0
+        self.dropped_samples = 0
+        self._weights: dict[str, Any] | None = None
+        self._weights_cond = threading.Condition()
+        super().__init__(transport, name)
+
+    def send_samples(self, buffer: Buffer) -> None:
+        # Encoding happens in the sender thread: the step loop only appends to a queue.
+        copy = Buffer(maxlen=max(buffer.maxlen, len(buffer), 1))
+        copy += buffer
+        n = len(copy)
+        with self._cond:
+            self._outbox.append((copy, n))
+            self._outbox_samples += n
+            while self._outbox_samples > self.t.max_pending_samples and len(self._outbox) > 1:
+                _, lost = self._outbox.popleft()
+                self._outbox_samples -= lost
+                self.dropped_samples += lost
+                log.warning("worker %s: dropped %d unsent samples (%d so far)", self.name, lost, self.dropped_samples)
+            self._cond.notify_all()
+
+    def _has_outgoing(self) -> bool:
+        return bool(self._outbox)
+
+    def _take_outgoing(self) -> Any:
+        item = self._outbox.popleft()
+        self._outbox_samples -= item[1]
+        return item
+
+    def _encode_outgoing(self, item: Any) -> bytes | None:
+        buffer, _ = item
+        try:
+            data = codec.encode_buffer(buffer)
+        except CodecError as exc:
+            log.error("worker %s: cannot encode a buffer, dropped it: %s", self.name, exc)
+            return None
+        if len(data) > self.t.max_bytes:
+            log.error("worker %s: a buffer of %d bytes exceeds server.max_message_bytes; dropped", self.name, len(data))
+            return None
+        return data
+
+    def _requeue(self, item: Any) -> None:
+        self._outbox.appendleft(item)
+        self._outbox_samples += item[1]
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            weights = codec.decode_weights(data, max_bytes=self.t.max_bytes)
+        except CodecError as exc:
+            log.warning("worker %s: rejected weights: %s", self.name, exc)
+            return
+        with self._weights_cond:
+            self._weights = weights
+            self._weights_cond.notify_all()
+
+    def receive_weights(self, blocking: bool = False, timeout: float | None = None) -> Weights | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._weights_cond:
+            while blocking and self._weights is None and not self._closed.is_set():
+                remaining = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                self._weights_cond.wait(remaining)
+            weights, self._weights = self._weights, None
+        return weights
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples queued and not yet handed to the socket."""
+        with self._cond:
+            return self._outbox_samples
