@@ -2,18 +2,26 @@
 
 Each command module imports its heavy dependencies (torch, gymnasium, a plugin's code) inside the command body, so
 ``tmrl --help`` and ``tmrl plugins`` stay instant and never import torch (a test holds that).
+
+A command module exposes ``register(app)``; :func:`_register_commands` calls it for the core's modules (those of later
+milestones only if present) and mounts the command groups that plugins register through ``tmrl_register_commands``.
+A module or plugin group that fails to load becomes a command that reports the failure, and the rest keeps working.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from tmrl_core.__about__ import __version__
-from tmrl_core.errors import TmrlError
+from tmrl_core.errors import PluginError, TmrlError
+
+if TYPE_CHECKING:
+    from tmrl_core.settings import Settings
 
 app = typer.Typer(
     name="tmrl",
@@ -24,7 +32,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False}
+#: Core command modules, registered in this order when they exist (later milestones add theirs).
+CORE_COMMAND_MODULES = (
+    "tmrl_core.cli.plugins_cmd",
+    "tmrl_core.cli.config_cmd",
+    "tmrl_core.cli.run_cmd",
+    "tmrl_core.cli.roles_cmd",
+)
+
+_state: dict[str, Any] = {"debug": False, "registered": False}
 
 
 def _version_callback(value: bool) -> None:
@@ -35,7 +51,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(
+    version: Optional[bool] = typer.Option(  # noqa: UP045 - typer needs Optional on python 3.10
         None, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.", envvar="TMRL_DEBUG"),
@@ -44,49 +60,126 @@ def _root(
     _state["debug"] = debug
 
 
-def _register_commands() -> None:
-    from tmrl_core.cli import config_cmd, plugins_cmd
+# -- helpers for command modules ------------------------------------------------------------------------------------
 
-    plugins_cmd.register(app)
-    config_cmd.register(app)
-    _register_optional("tmrl_core.cli.run_cmd")
+
+def set_option() -> Any:
+    """The ``--set section.key=value`` option (repeatable), for commands that read settings::
+
+    def run(sets: list[str] = set_option()) -> None:
+        settings = settings_from_cli(sets=sets)
+    """
+    return typer.Option(
+        [],
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        help="Override one setting (repeatable); the value is read as JSON when it parses, else as text.",
+    )
+
+
+def settings_from_cli(*, overrides: Mapping[str, Any] | None = None, sets: list[str] | None = None) -> Settings:
+    """Load the settings with this command's options on top (``None`` values in ``overrides`` mean "not given")."""
+    from tmrl_core.settings import load_settings
+
+    return load_settings(overrides=overrides, sets=sets or ())
+
+
+# -- registration ---------------------------------------------------------------------------------------------------
+
+
+def _failed_command(message: str, hint: str, description: str = "", cause: BaseException | None = None) -> Any:
+    """A stand-in command for a group that failed to load: it says why, instead of "no such command"."""
+
+    def failed() -> None:
+        raise PluginError(message, hint=hint) from cause
+
+    failed.__doc__ = f"(failed to load: see `tmrl plugins`) {description}".strip()
+    return failed
+
+
+def _register_commands() -> None:
+    if _state["registered"]:
+        return
+    _state["registered"] = True
+    for module_name in CORE_COMMAND_MODULES:
+        _register_core_module(module_name)
     _register_plugin_commands()
 
 
-def _register_optional(module_name: str) -> None:
-    """Commands of later milestones register themselves if their module is present."""
+def _register_core_module(module_name: str) -> None:
+    """Register a core command module; one that is absent is skipped, one that is broken is reported on use."""
     import importlib
 
     try:
         module = importlib.import_module(module_name)
+        module.register(app)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            return
-        raise
-    module.register(app)
+            return  # a command of a later milestone
+        _report_broken_module(module_name, exc)
+    except Exception as exc:  # noqa: BLE001 - a broken command module must not take the whole CLI down
+        _report_broken_module(module_name, exc)
+
+
+def _report_broken_module(module_name: str, exc: BaseException) -> None:
+    name = module_name.rsplit(".", 1)[-1].removesuffix("_cmd")
+    message = f"the command module {module_name} failed to load: {type(exc).__name__}: {exc}"
+    app.command(
+        name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(_failed_command(message, "this is a bug in tmrl-core; please report it (--debug shows the traceback)", cause=exc))
 
 
 def _register_plugin_commands() -> None:
-    from tmrl_core.plugins import get_plugin_manager
+    from tmrl_core.plugins import PluginFailure, get_plugin_manager
 
     manager = get_plugin_manager()
-    for spec in manager.registry("command"):
-        try:
-            sub = spec.load()
-        except TmrlError as exc:
-            manager.failures.append(_failure(spec.plugin, f"command {spec.name!r}", str(exc)))
+    taken = {info.name for info in app.registered_commands if info.name} | {
+        info.name for info in app.registered_groups if info.name
+    }
+    for spec in manager.registry("command").all_specs():
+        error: str | None = None
+        cause: BaseException | None = None
+        sub: Any = None
+        if spec.name in taken:
+            error = f"the command name {spec.name!r} is already taken"
+        else:
+            try:
+                sub = spec.load()
+            except Exception as exc:  # noqa: BLE001 - a plugin's broken CLI must not break the others
+                error = exc.message if isinstance(exc, TmrlError) else f"{type(exc).__name__}: {exc}"
+                cause = exc
+            else:
+                if not isinstance(sub, typer.Typer):
+                    error = f"{spec.factory!r} is a {type(sub).__name__}, not a typer.Typer"
+        if error is None:
+            app.add_typer(sub, name=spec.name, help=spec.description or None)
+            taken.add(spec.name)
             continue
-        app.add_typer(sub, name=spec.name, help=spec.description or None)
+        manager.failures.append(PluginFailure(spec.plugin, f"command {spec.name!r}", error))
+        if spec.name in taken:
+            continue
+        taken.add(spec.name)
+        app.command(
+            spec.name,
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False,
+        )(
+            _failed_command(
+                f"the command group {spec.name!r} of plugin {spec.plugin!r} failed to load: {error}",
+                "reinstall the plugin, or disable it with TMRL_DISABLE_PLUGINS=" + spec.plugin,
+                spec.description,
+                cause,
+            )
+        )
 
 
-def _failure(plugin: str, stage: str, error: str):  # type: ignore[no-untyped-def]
-    from tmrl_core.plugins import PluginFailure
-
-    return PluginFailure(plugin, stage, error)
+# -- running --------------------------------------------------------------------------------------------------------
 
 
 def render_error(exc: BaseException, debug: bool) -> int:
-    """Print a user error as one message with a hint; the traceback only with --debug."""
+    """Print a user error as one message with a hint; the traceback only with --debug. Returns the exit status."""
     if debug:
         import traceback
 
@@ -104,12 +197,49 @@ def render_error(exc: BaseException, debug: bool) -> int:
     return 1
 
 
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """ClickException as typer raises it: typer >= 0.16 vendors click as ``typer._click``; older ones use click."""
+    types: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as Vendored
+
+        types.append(Vendored)
+    except ImportError:
+        pass
+    try:
+        from click.exceptions import ClickException
+
+        types.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _exit_status(result: Any) -> int:
+    """The exit status for what ``app(standalone_mode=False)`` returned.
+
+    Without standalone mode, ``typer.Exit(code)`` (``--help``, ``--version``, Ctrl-C as 130) is returned as its code
+    rather than raised; a command that returns normally returns its value (None).
+    """
+    if isinstance(result, bool):
+        return int(result)
+    if isinstance(result, int):
+        return result
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``tmrl`` console script."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("TMRL_DEBUG") == "1"
+    """Entry point of the ``tmrl`` console script: always ends with ``sys.exit(status)``.
+
+    Status: 0 on success, 2 for a usage error (unknown command or option, bad option value), the error's
+    ``exit_code`` (1 unless it says otherwise) for a :class:`TmrlError`, 130 on Ctrl-C, 1 for an internal error.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("TMRL_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+    click_errors = _click_exception_types()
     try:
         _register_commands()
-        app(args=argv, standalone_mode=False)
+        result = app(args=args, prog_name="tmrl", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -121,9 +251,20 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the one place where every error becomes a message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, click_errors):
+            _show_click_error(exc)
+            sys.exit(getattr(exc, "exit_code", 2))
         sys.exit(render_error(exc, debug))
+    sys.exit(_exit_status(result))
+
+
+def _show_click_error(exc: BaseException) -> None:
+    try:
+        from typer import rich_utils
+    except ImportError:
+        rich_utils = None  # type: ignore[assignment]
+    if rich_utils is not None:
+        # Renders like typer's standalone mode; for bare `tmrl` (NoArgsIsHelpError) the help is already printed.
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+    else:
+        exc.show()  # type: ignore[attr-defined]

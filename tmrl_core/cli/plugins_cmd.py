@@ -1,8 +1,12 @@
-"""``tmrl plugins``: installed plugins, their components, and load failures."""
+"""``tmrl plugins``: installed plugins, their components, and load failures.
+
+Listing reads the specs only (names, descriptions); no factory is imported, so no torch either.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -15,16 +19,27 @@ def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """List installed plugins with their distribution, version and components; load failures included."""
-    from tmrl_core.plugins import HOOK_NAMES, get_plugin_manager
+    from tmrl_core.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
-    duplicates = manager.duplicates()  # collects every kind, so hook failures are known below
+    report = plugin_report(manager)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_report(report)
+
+
+def plugin_report(manager: Any) -> dict[str, Any]:
+    """What ``tmrl plugins --json`` prints: ``plugins`` (one entry per plugin), ``failures``, ``duplicates``."""
+    from tmrl_core.plugins import HOOK_NAMES
+
+    manager.collect_all()  # runs every hook, so that hook failures and duplicates are known below
+    duplicates = manager.duplicates()
+    conflicted = {(kind, name) for kind in HOOK_NAMES for name in manager.registry(kind).conflicts()}
+    order = {kind: i for i, kind in enumerate(HOOK_NAMES)}
     rows = []
     for info in manager.infos.values():
-        components = [
-            {"kind": spec.kind, "name": spec.name, "description": spec.description}
-            for spec in manager.components_of(info.name)
-        ]
+        specs = sorted(manager.components_of(info.name), key=lambda s: (order.get(s.kind, 99), s.name))
         rows.append(
             {
                 "name": info.name,
@@ -34,33 +49,50 @@ def plugins(
                 "first_party": info.first_party,
                 "disabled": info.disabled,
                 "error": info.error,
-                "components": components,
+                "components": [
+                    {
+                        "kind": spec.kind,
+                        "name": spec.name,
+                        "description": spec.description,
+                        "duplicate": (spec.kind, spec.name) in conflicted,
+                    }
+                    for spec in specs
+                ],
             }
         )
     failures = [{"plugin": f.plugin, "stage": f.stage, "error": f.error} for f in manager.failures]
-    dups = [str(exc.message) for exc in duplicates]
-    if as_json:
-        typer.echo(json.dumps({"plugins": rows, "failures": failures, "duplicates": dups}, indent=2))
-        return
+    return {"plugins": rows, "failures": failures, "duplicates": [exc.message for exc in duplicates]}
 
+
+def _print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    order = {kind: i for i, kind in enumerate(HOOK_NAMES)}
-    for row in rows:
+    for row in report["plugins"]:
         status = ""
         if row["disabled"]:
             status = " [yellow](disabled)[/yellow]"
         elif row["error"]:
             status = " [red](failed)[/red]"
-        console.print(f"[bold]{row['name']}[/bold]  {row['distribution']} {row['version']}{status}")
+        elif not row["first_party"] and row["distribution"] != "tmrl-core":
+            status = " [dim](third party)[/dim]"
+        console.print(
+            f"[bold]{escape(row['name'])}[/bold]  {escape(row['distribution'])} {escape(row['version'])}{status}"
+        )
         if row["error"]:
-            console.print(f"  [red]error:[/red] {row['error']}", highlight=False)
+            console.print(f"  [red]error:[/red] {escape(row['error'])}")
         if row["components"]:
             table = Table(show_header=False, box=None, padding=(0, 2), pad_edge=True)
-            for comp in sorted(row["components"], key=lambda c: (order.get(c["kind"], 99), c["name"])):
-                table.add_row(f"  {comp['kind']}", comp["name"], comp["description"])
+            for comp in row["components"]:
+                name = comp["name"] + (" (duplicate)" if comp["duplicate"] else "")
+                table.add_row(f"  {comp['kind']}", escape(name), escape(comp["description"]))
             console.print(table)
-    for message in dups:
-        console.print(f"[red]duplicate:[/red] {message}", highlight=False)
+    problems = [f"{f['plugin']} ({f['stage']}): {f['error']}" for f in report["failures"]]
+    problems += [f"duplicate: {message}" for message in report["duplicates"]]
+    if problems:
+        console.print()
+        console.print("[bold red]Problems[/bold red]")
+        for problem in problems:
+            console.print(f"  - {escape(problem)}")
