@@ -1,1 +1,48 @@
-"""A testing kit for plugin authors: fixtures (via the ``tmrl`` pytest plugin) and contract test classes."""
+"""A testing kit for plugin authors: fixtures (via the ``tmrl`` pytest plugin) and contract test classes.
+
+Fixtures (available in every pytest run once tmrl-core is installed, through the ``pytest11`` entry point):
+
+- ``tmrl_home``: a fresh, empty data folder (``TMRL_HOME``) and no ``TMRL_*`` variable from outside;
+- ``plugin_manager``: a factory of isolated plugin managers with in-process plugins;
+- ``run_tmrl``: runs the ``tmrl`` command as a subprocess in that data folder.
+
+Contract test classes (``EnvContract``, ``MemoryContract``, ``TransportContract``) are subclassed by a plugin's tests
+to check its component against what the core expects. They are imported on first use, so that importing this package
+stays cheap (and needs neither pytest nor torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: name -> module that defines it (imported on first access).
+_LAZY: dict[str, str] = {
+    "EnvContract": "tmrl_core.testing.env_contract",
+    "MemoryContract": "tmrl_core.testing.memory_contract",
+    "TransportContract": "tmrl_core.testing.transport_contract",
+    "TmrlResult": "tmrl_core.testing.pytest_plugin",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tmrl_core.testing' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise AttributeError(
+            f"{name} is not available in this version of tmrl-core ({module_name} is missing)"
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
