@@ -1,10 +1,15 @@
-"""Hook implementations of tmrl-trackmania."""
+"""Hook implementations of tmrl-trackmania: three environments and the ``tmrl trackmania`` commands.
+
+Only specs live here (factories as ``"module:attr"`` strings), so listing plugins imports nothing heavy.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tmrl_core import CommandSpec, EnvSpec, hookimpl
+
+_SETTINGS = "tmrl_trackmania.settings:TrackmaniaSettings"
 
 
 @hookimpl
@@ -13,9 +18,12 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
         EnvSpec(
             name="trackmania-full",
             factory="tmrl_trackmania.envs:make_full",
-            settings="tmrl_trackmania.settings:TrackmaniaSettings",
+            settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            encoder="tmrl_trackmania.models:ImageHistoryEncoder",
+            spaces="tmrl_trackmania.envs:spaces_full",
+            component_options="tmrl_trackmania.components:full_options",
             description="TrackMania 2020: speed, gear, rpm and a history of screenshots; actions gas, brake, steer.",
         )
     )
@@ -23,9 +31,12 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
         EnvSpec(
             name="trackmania-lidar",
             factory="tmrl_trackmania.envs:make_lidar",
-            settings="tmrl_trackmania.settings:TrackmaniaSettings",
+            settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            encoder="tmrl_trackmania.models:LidarHistoryEncoder",
+            spaces="tmrl_trackmania.envs:spaces_lidar",
+            component_options="tmrl_trackmania.components:lidar_options",
             description="TrackMania 2020: speed and a history of 19-beam LIDAR readings from the screenshot.",
         )
     )
@@ -33,9 +44,12 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
         EnvSpec(
             name="trackmania-lidar-progress",
             factory="tmrl_trackmania.envs:make_lidar_progress",
-            settings="tmrl_trackmania.settings:TrackmaniaSettings",
+            settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            encoder="tmrl_trackmania.models:LidarHistoryEncoder",
+            spaces="tmrl_trackmania.envs:spaces_lidar_progress",
+            component_options="tmrl_trackmania.components:lidar_progress_options",
             description="TrackMania 2020: trackmania-lidar plus the progress along the track.",
         )
     )

@@ -1,0 +1,249 @@
+"""Screen capture: where the game window is, grabbing it, and turning grabs into model inputs.
+
+- :class:`FrameSource` is the thin interface the environments use: ``grab()`` returns the game window as a
+  ``(height, width, 4)`` uint8 BGRA array (what screen grabbers return). The real one, :class:`WindowFrameSource`,
+  grabs the window with mss; the simulated game provides another (:mod:`tmrl_trackmania.sim.backend`).
+- :func:`find_window` / :func:`place_window` find the game window by title and move/resize it, with xdotool on Linux
+  (X11, including the game under Proton/Wine) and the Win32 API on Windows.
+- :class:`Preprocessor` resizes and converts frames with OpenCV for the ``trackmania-full`` image history.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from tmrl_core.errors import TmrlError
+
+
+class WindowError(TmrlError):
+    """The game window cannot be found, placed or captured."""
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Where frames come from. ``grab()`` returns a ``(height, width, 4)`` uint8 BGRA frame of the game window."""
+
+    width: int
+    height: int
+
+    def grab(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """A window's client area on screen, in pixels."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+# -- finding and placing the window -----------------------------------------------------------------------------
+
+
+def _xdotool() -> str:
+    exe = shutil.which("xdotool")
+    if exe is None:
+        raise WindowError(
+            "xdotool is not installed: it is needed to find and place the TrackMania window on Linux",
+            hint="install it (e.g. `sudo apt install xdotool`), or set trackmania.place_window = false and put the "
+            "window at trackmania.window_x/window_y with the size trackmania.window_width x window_height yourself",
+        )
+    return exe
+
+
+def parse_xdotool_geometry(text: str) -> WindowGeometry:
+    """Parse ``xdotool getwindowgeometry --shell`` output (``X=..``, ``Y=..``, ``WIDTH=..``, ``HEIGHT=..``)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in {"X", "Y", "WIDTH", "HEIGHT"}:
+            values[key.strip()] = int(value.strip())
+    missing = {"X", "Y", "WIDTH", "HEIGHT"} - set(values)
+    if missing:
+        raise WindowError(f"cannot read the window geometry from xdotool (missing {', '.join(sorted(missing))})")
+    return WindowGeometry(values["X"], values["Y"], values["WIDTH"], values["HEIGHT"])
+
+
+def _x11_window_id(title: str) -> str:
+    proc = subprocess.run(
+        [_xdotool(), "search", "--onlyvisible", "--name", title], capture_output=True, text=True, check=False
+    )
+    ids = proc.stdout.split()
+    if not ids:
+        raise WindowError(
+            f"no visible window whose title contains {title!r}",
+            hint="start the game (windowed, not fullscreen) or set trackmania.window_title to its title",
+        )
+    return ids[0]
+
+
+class _Win32:
+    """The few Win32 calls needed, through ctypes (no pywin32 dependency)."""
+
+    def __init__(self) -> None:
+        import ctypes
+        from ctypes import wintypes
+
+        self.ctypes = ctypes
+        self.wintypes = wintypes
+        self.user32 = ctypes.WinDLL("user32", use_last_error=True)
+        try:  # real pixels on high-DPI screens, so the grab matches the window
+            ctypes.WinDLL("shcore").SetProcessDpiAwareness(2)
+        except (OSError, AttributeError):
+            pass
+
+    def find(self, title: str) -> int:
+        ctypes, wintypes = self.ctypes, self.wintypes
+        found: list[int] = []
+        proto = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
+
+        def visit(hwnd: int, _: int) -> bool:
+            length = self.user32.GetWindowTextLengthW(hwnd)
+            if length and self.user32.IsWindowVisible(hwnd):
+                buf = ctypes.create_unicode_buffer(length + 1)
+                self.user32.GetWindowTextW(hwnd, buf, length + 1)
+                if title.lower() in buf.value.lower():
+                    found.append(hwnd)
+                    return False
+            return True
+
+        self.user32.EnumWindows(proto(visit), 0)
+        if not found:
+            raise WindowError(
+                f"no visible window whose title contains {title!r}",
+                hint="start the game (windowed, not fullscreen) or set trackmania.window_title to its title",
+            )
+        return found[0]
+
+    def client_geometry(self, hwnd: int) -> WindowGeometry:
+        ctypes, wintypes = self.ctypes, self.wintypes
+        rect = wintypes.RECT()
+        self.user32.GetClientRect(hwnd, ctypes.byref(rect))
+        point = wintypes.POINT(0, 0)
+        self.user32.ClientToScreen(hwnd, ctypes.byref(point))
+        return WindowGeometry(point.x, point.y, rect.right - rect.left, rect.bottom - rect.top)
+
+    def place(self, hwnd: int, x: int, y: int, width: int, height: int) -> None:
+        ctypes, wintypes = self.ctypes, self.wintypes
+        # the window's outer size so that its client area (what is grabbed) is width x height
+        outer = wintypes.RECT()
+        self.user32.GetWindowRect(hwnd, ctypes.byref(outer))
+        client = self.client_geometry(hwnd)
+        extra_w = (outer.right - outer.left) - client.width
+        extra_h = (outer.bottom - outer.top) - client.height
+        swp_nozorder = 0x0004
+        if not self.user32.SetWindowPos(hwnd, 0, x, y, width + extra_w, height + extra_h, swp_nozorder):
+            raise WindowError(f"could not move the game window (Win32 error {ctypes.get_last_error()})")
+
+
+def find_window(title: str) -> WindowGeometry:
+    """The on-screen geometry of the window whose title contains ``title``."""
+    if sys.platform == "win32":
+        win = _Win32()
+        return win.client_geometry(win.find(title))
+    wid = _x11_window_id(title)
+    proc = subprocess.run(
+        [_xdotool(), "getwindowgeometry", "--shell", wid], capture_output=True, text=True, check=False
+    )
+    return parse_xdotool_geometry(proc.stdout)
+
+
+def place_window(title: str, x: int, y: int, width: int, height: int) -> WindowGeometry:
+    """Move and resize the game window so its client area is ``width x height`` at ``(x, y)``; return where it is."""
+    if sys.platform == "win32":
+        win = _Win32()
+        hwnd = win.find(title)
+        win.place(hwnd, x, y, width, height)
+        return win.client_geometry(hwnd)
+    wid = _x11_window_id(title)
+    exe = _xdotool()
+    subprocess.run([exe, "windowsize", "--sync", wid, str(width), str(height)], check=False, timeout=5)
+    subprocess.run([exe, "windowmove", "--sync", wid, str(x), str(y)], check=False, timeout=5)
+    return find_window(title)
+
+
+# -- grabbing --------------------------------------------------------------------------------------------------
+
+
+class WindowFrameSource:
+    """Grabs the game window with mss.
+
+    mss keeps per-thread handles on some platforms, and rtgym captures from its own thread: each thread gets its own
+    mss instance, created on first use.
+    """
+
+    def __init__(
+        self, title: str, width: int, height: int, *, place: bool = True, x: int = 0, y: int = 0
+    ) -> None:
+        self.title = title
+        self.width = width
+        self.height = height
+        if place:
+            geometry = place_window(title, x, y, width, height)
+        else:
+            geometry = find_window(title)
+        if (geometry.width, geometry.height) != (width, height):
+            raise WindowError(
+                f"the game window's client area is {geometry.width}x{geometry.height}, not {width}x{height}",
+                hint="let tmrl place it (trackmania.place_window = true), or resize it yourself; the game must be "
+                "windowed, and its minimum window size must allow this size",
+            )
+        self.monitor = {"left": geometry.left, "top": geometry.top, "width": width, "height": height}
+        self._local = threading.local()
+        self._all: list[object] = []
+
+    def grab(self) -> np.ndarray:
+        sct = getattr(self._local, "sct", None)
+        if sct is None:
+            import mss
+
+            sct = mss.mss()
+            self._local.sct = sct
+            self._all.append(sct)
+        return np.asarray(sct.grab(self.monitor))
+
+    def close(self) -> None:
+        for sct in self._all:
+            try:
+                sct.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - closing a grabber of another thread may fail; nothing to do
+                pass
+        self._all.clear()
+
+
+# -- preprocessing ---------------------------------------------------------------------------------------------
+
+
+class Preprocessor:
+    """BGRA window frames -> model images: resized to ``width x height`` (area interpolation), then grayscale
+    ``(height, width)`` or RGB ``(height, width, 3)``, uint8."""
+
+    def __init__(self, width: int, height: int, grayscale: bool = True) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.width = width
+        self.height = height
+        self.grayscale = grayscale
+        self._code = cv2.COLOR_BGRA2GRAY if grayscale else cv2.COLOR_BGRA2RGB
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.height, self.width) if self.grayscale else (self.height, self.width, 3)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        # resizing first makes the colour conversion touch 64x64 pixels instead of the whole window
+        small = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, self._code)

@@ -1,0 +1,239 @@
+"""``tmrl trackmania ...``: install the OpenPlanet plugin, record a reward trajectory, check what the agent sees.
+
+Heavy imports (numpy, OpenCV, the environments) happen inside the commands, so ``tmrl --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    help="TrackMania tools: install-plugin, record-reward, check-environment.",
+    no_args_is_help=True,
+)
+
+#: TrackMania (2020) on Steam; its Proton prefix holds OpenPlanet's folder on Linux.
+STEAM_APP_ID = 2225070
+PLUGIN_NAME = "TMRL"
+
+SetOption = typer.Option(
+    None, "--set", "-s", help="A setting, e.g. --set trackmania.backend=simulated (repeatable)."
+)
+
+
+def plugin_source() -> Path:
+    """The folder of the OpenPlanet plugin shipped with tmrl-trackmania."""
+    return Path(__file__).parent / "openplanet" / PLUGIN_NAME
+
+
+def openplanet_candidates(platform: str | None = None, home: Path | None = None) -> list[Path]:
+    """Where OpenPlanet's ``Plugins`` folder usually is on this platform, most likely first."""
+    platform = platform or sys.platform
+    home = home or Path.home()
+    if platform == "win32":
+        return [home / "OpenplanetNext" / "Plugins"]
+    prefix_user = Path("pfx") / "drive_c" / "users" / "steamuser" / "OpenplanetNext" / "Plugins"
+    steam_roots = [
+        home / ".local" / "share" / "Steam",
+        home / ".steam" / "steam",
+        home / ".var" / "app" / "com.valvesoftware.Steam" / ".local" / "share" / "Steam",
+    ]
+    return [root / "steamapps" / "compatdata" / str(STEAM_APP_ID) / prefix_user for root in steam_roots]
+
+
+def default_openplanet_dir(platform: str | None = None, home: Path | None = None) -> Path:
+    """OpenPlanet's ``Plugins`` folder, or a :class:`~tmrl_core.errors.TmrlError` saying where to look."""
+    from tmrl_core.errors import TmrlError
+
+    candidates = openplanet_candidates(platform, home)
+    for path in candidates:
+        if path.parent.is_dir():  # OpenplanetNext exists: OpenPlanet ran at least once
+            return path
+    listing = "\n  ".join(str(p) for p in candidates)
+    raise TmrlError(
+        "cannot find OpenPlanet's folder (OpenplanetNext) in the usual places:\n  " + listing,
+        hint="install OpenPlanet (https://openplanet.dev) and start the game once, or give the folder with "
+        "--openplanet-dir (on Linux it lies in the Wine/Proton prefix of the game, "
+        "<prefix>/drive_c/users/<user>/OpenplanetNext/Plugins)",
+    )
+
+
+def _settings(sets: list[str] | None, **overrides: Any) -> Any:
+    """The ``trackmania`` section of the effective settings, with ``overrides`` applied."""
+    from tmrl_core.settings import load_settings
+    from tmrl_trackmania.settings import TrackmaniaSettings, coerce_settings
+
+    settings = load_settings(sets=sets or [])
+    section = settings.section("trackmania", TrackmaniaSettings)
+    return coerce_settings(section, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command("install-plugin")
+def install_plugin(
+    openplanet_dir: Path | None = typer.Option(
+        None, "--openplanet-dir", help="OpenPlanet's Plugins folder (default: found automatically)."
+    ),
+) -> None:
+    """Copy the TMRL OpenPlanet plugin (it streams the car's telemetry to tmrl) into OpenPlanet's Plugins folder."""
+    import shutil
+
+    target_root = openplanet_dir.expanduser() if openplanet_dir is not None else default_openplanet_dir()
+    target = target_root / PLUGIN_NAME
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in sorted(plugin_source().iterdir()):
+        if src.is_file():
+            shutil.copy2(src, target / src.name)
+            copied.append(src.name)
+    typer.echo(f"Installed the {PLUGIN_NAME} OpenPlanet plugin in {target} ({', '.join(copied)}).")
+    typer.echo(
+        "In the game: open the OpenPlanet overlay (F3), Developer > Load plugin > TMRL telemetry (unsigned plugins "
+        "need OpenPlanet's developer signature mode). It listens on 127.0.0.1:9000 by default."
+    )
+
+
+@app.command("record-reward")
+def record_reward(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to save the trajectory (.npz)."),
+    timeout: float = typer.Option(600.0, help="Give up after this many seconds without crossing the finish line."),
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Record the reference trajectory of the reward: drive from the start line to the finish line.
+
+    With the simulated game (trackmania.backend = simulated), the simulated car drives itself.
+    """
+    from tmrl_trackmania.envs import reward_file
+    from tmrl_trackmania.reward import record_trajectory
+    from tmrl_trackmania.sim.game import SimulatedGame
+    from tmrl_trackmania.telemetry import TelemetryClient
+
+    settings = _settings(sets)
+    path = out or reward_file(settings)
+    game = None
+    if settings.backend == "simulated":
+        sim = settings.sim.model_copy(update={"autopilot": True})
+        game = SimulatedGame(sim, host=settings.telemetry_host, port=settings.effective_port()).start()
+        port = game.port
+        typer.echo(f"Simulated track {settings.sim.track!r}: the car drives itself to the finish line.")
+    else:
+        port = settings.effective_port()
+        typer.echo(
+            f"Connecting to the TMRL OpenPlanet plugin on {settings.telemetry_host}:{port}. Drive from the start "
+            "line to the finish line; recording stops at the finish."
+        )
+    try:
+        with TelemetryClient(settings.telemetry_host, port, timeout=settings.telemetry_timeout) as client:
+            if game is not None:
+                client.latest()
+                game.respawn()
+            trajectory = record_trajectory(client, spacing=settings.reward_spacing, timeout=timeout)
+    finally:
+        if game is not None:
+            game.stop()
+    trajectory.save(path)
+    typer.echo(
+        f"Saved {len(trajectory)} points ({trajectory.length:.1f} m, every {trajectory.spacing:g} m) to {path}"
+    )
+
+
+def _has_display() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def render_view(interface: Any, scale: int = 3) -> Any:
+    """What the agent sees, as a BGR image: the image history side by side (full), or the window frame with the
+    LIDAR beams drawn over it (lidar), with the last reward written on it."""
+    import cv2
+    import numpy as np
+
+    from tmrl_trackmania.envs import FullInterface
+
+    if isinstance(interface, FullInterface):
+        images = list(interface.history)
+        tiles = [img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) for img in images]
+        tiles = [cv2.cvtColor(t, cv2.COLOR_RGB2BGR) if images[0].ndim == 3 else t for t in tiles]
+        view = np.concatenate(tiles, axis=1)
+        view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    else:
+        view = cv2.cvtColor(interface.last_frame, cv2.COLOR_BGRA2BGR)
+        lidar = interface.lidar
+        origin = tuple(int(round(v)) for v in lidar.origin)
+        for end in lidar.end_points(interface.history[-1]):
+            cv2.line(view, origin, (int(end[0]), int(end[1])), (255, 64, 0), 1)
+        view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    record = interface.last_record
+    text = f"reward {interface.last_reward:+.2f}  speed {record.speed:.0f} km/h" if record is not None else ""
+    cv2.putText(view, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+    return view
+
+
+@app.command("check-environment")
+def check_environment(
+    env: str = typer.Option("trackmania-lidar", "--env", help="trackmania-full, trackmania-lidar or -lidar-progress."),
+    steps: int = typer.Option(0, help="Stop after this many steps (0: until Ctrl-C, or 200 with --out)."),
+    out: Path | None = typer.Option(None, "--out", help="Save the frames as PNG files here instead of a window."),
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Show what the agent sees (the image history, or the LIDAR beams over the frame) and print the rewards.
+
+    Drive yourself: no action is sent. With the simulated game, the simulated car drives itself.
+    """
+    from tmrl_core.errors import TmrlError
+    from tmrl_trackmania.envs import INTERFACES, TrackmaniaEnv, rtgym_config
+
+    if env not in INTERFACES:
+        raise TmrlError(f"unknown TrackMania environment {env!r}", hint=f"choose one of {', '.join(INTERFACES)}")
+    settings = _settings(sets)
+    if settings.backend == "simulated":
+        settings = settings.model_copy(update={"sim": settings.sim.model_copy(update={"autopilot": True})})
+    if out is None and not _has_display():
+        raise TmrlError("no display to show the frames on", hint="save them as PNG files instead: --out DIR")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        steps = steps or 200
+    import cv2
+
+    gym_env = TrackmaniaEnv(rtgym_config(INTERFACES[env], settings))
+    interface = gym_env.tm_interface
+    total = 0.0
+    try:
+        gym_env.reset()
+        step = 0
+        while steps == 0 or step < steps:
+            _, reward, terminated, truncated, _ = gym_env.step(None)
+            step += 1
+            total += reward
+            typer.echo(f"step {step:5d}  reward {reward:+.3f}  return {total:+.2f}" + ("  (episode end)" if terminated or truncated else ""))
+            view = render_view(interface)
+            if out is not None:
+                cv2.imwrite(str(out / f"step_{step:05d}.png"), view)
+            else:
+                try:
+                    cv2.imshow("tmrl check-environment", view)
+                    cv2.waitKey(1)
+                except cv2.error as exc:
+                    raise TmrlError(
+                        f"OpenCV cannot open a window: {exc}",
+                        hint="OpenCV may be the headless build; save the frames instead with --out DIR",
+                    ) from exc
+            if terminated or truncated:
+                gym_env.reset()
+                total = 0.0
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gym_env.close()
+        if out is None:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+    if out is not None:
+        typer.echo(f"Saved {step} frames to {out}")

@@ -1,0 +1,1 @@
+"""A small simulated TrackMania for tests, benchmarks and contributors (``trackmania.backend = "simulated"``)."""
