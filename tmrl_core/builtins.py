@@ -79,6 +79,13 @@ def tmrl_register_memories(register: Callable[[MemorySpec], None]) -> None:
             description="The straightforward per-sample memory (get_transition + collate), for reference.",
         )
     )
+    register(
+        MemorySpec(
+            name="ring",
+            factory="tmrl_core.memory.ring:RingMemory",
+            description="Preallocated rings, vectorised batches; stores each history entry once (any compressor).",
+        )
+    )
 
 
 @hookimpl
@@ -88,6 +95,20 @@ def tmrl_register_compressors(register: Callable[[CompressorSpec], None]) -> Non
             name="none",
             factory="tmrl_core.compression:no_compression",
             description="Sends samples as they are.",
+        )
+    )
+    register(
+        CompressorSpec(
+            name="action-buffer",
+            factory="tmrl_core.compression:action_buffer_compressor",
+            description="rtgym envs: each action travels once, not again in every action buffer (act_buf_len).",
+        )
+    )
+    register(
+        CompressorSpec(
+            name="history",
+            factory="tmrl_core.compression:history_compressor",
+            description="Image/LIDAR histories: each frame travels once (history_index), plus the action buffer.",
         )
     )
 
