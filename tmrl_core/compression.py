@@ -98,8 +98,7 @@ class HistoryLayout:
             j = i + n_core if i < 0 else i
             if not 0 <= j < n_core:
                 raise ConfigError(
-                    f"history_index {i} is outside the observation (it has {n_core} elements before the action "
-                    f"buffer)"
+                    f"history_index {i} is outside the observation (it has {n_core} elements before the action buffer)"
                 )
             hist.append(j)
         hist_t = tuple(sorted(set(hist)))
@@ -133,6 +132,7 @@ class HistoryCompressor:
     - ``"v"``: format version (:data:`HISTORY_FORMAT_VERSION`);
     - ``"reset"``: True for the reset sample of an episode;
     - ``"obs"``: tuple of the top-level observation elements that are neither histories nor the action buffer;
+    - ``"hist_len"``: tuple with the length K of each history;
     - ``"hist"``: tuple with one array per history element: its newest row (shape ``(1, *row)``), or at a reset
       sample the whole history (``(K, *row)``) unless every row equals the newest (the environment padded the history
       by repeating its first entry: then one row);
@@ -171,6 +171,7 @@ class HistoryCompressor:
             "v": HISTORY_FORMAT_VERSION,
             "reset": bool(is_reset),
             "obs": tuple(obs[i] for i in kept),
+            "hist_len": tuple(int(np.shape(obs[i])[0]) for i in hist),
             "hist": tuple(history),
             "act_buf": act_buf,
         }
@@ -214,27 +215,6 @@ def history_compressor(
             hint="set the env's component_options, e.g. {'history_index': 1, 'act_buf_len': 2}",
         )
     return HistoryCompressor(act_buf_len=act_buf_len, history_index=history_index)
-
-
-def rtgym_component_options(settings: Any) -> dict[str, Any]:
-    """Component options of an rtgym env from its settings: ``act_buf_len`` (when actions are in observations).
-
-    Reads ``settings.act_buf_len`` (and ``settings.act_in_obs`` when present), or an rtgym config dict under
-    ``settings.rtgym_config``/``settings.config``; an rtgym env without settings has rtgym's default buffer of 1.
-    """
-    config = None
-    for name in ("rtgym_config", "config"):
-        candidate = getattr(settings, name, None)
-        if isinstance(candidate, dict):
-            config = candidate
-            break
-    if config is not None:
-        act_in_obs = bool(config.get("act_in_obs", True))
-        length = int(config.get("act_buf_len", 1))
-    else:
-        act_in_obs = bool(getattr(settings, "act_in_obs", True))
-        length = int(getattr(settings, "act_buf_len", 1))
-    return {"act_buf_len": length if act_in_obs else 0}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -2,5 +2,6 @@
 
 from tmrl_core.memory.base import TorchMemory, collate_transitions
 from tmrl_core.memory.generic import GenericTorchMemory
+from tmrl_core.memory.ring import RingMemory
 
-__all__ = ["TorchMemory", "GenericTorchMemory", "collate_transitions"]
+__all__ = ["TorchMemory", "GenericTorchMemory", "RingMemory", "collate_transitions"]
