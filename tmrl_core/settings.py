@@ -426,6 +426,9 @@ def _file_layer(path: Path) -> _Layer:
     return layer
 
 
+_ENV_PART = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+
+
 def _env_layer(environ: Mapping[str, str]) -> _Layer:
     layer = _Layer()
     for name in sorted(environ):
@@ -433,7 +436,7 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
             continue
         text = environ[name]
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_DELIMITER))
-        if not all(path):
+        if not all(_ENV_PART.fullmatch(part) for part in path):
             raise ConfigError(
                 f"environment variable {name}: cannot tell which setting it names",
                 hint="use TMRL_SECTION__KEY=value with two underscores between the parts, "
