@@ -78,12 +78,15 @@ class ImageHistoryEncoder(nn.Module):
         self.rgb = len(shape) == 4
         self.others = [i for i in range(len(boxes)) if i != self.image_index]
         self.scaler = BoxScaler([boxes[i] for i in self.others])
+        # padded convolutions: any image size works (64x64 -> 8x8 feature maps, 16x16 -> 2x2)
         self.cnn = nn.Sequential(
-            nn.Conv2d(self.channels, 32, kernel_size=8, stride=4),
+            nn.Conv2d(self.channels, 32, kernel_size=5, stride=2, padding=2),
             nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1),
+            nn.Conv2d(64, 64, kernel_size=3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 32, kernel_size=3, stride=1, padding=1),
             nn.ReLU(),
             nn.Flatten(),
         )

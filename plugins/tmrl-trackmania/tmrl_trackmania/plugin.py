@@ -1,5 +1,8 @@
 """Hook implementations of tmrl-trackmania: three environments and the ``tmrl trackmania`` commands.
 
+Each environment brings its encoder (a CNN for screenshots, an MLP for LIDAR readings), the core's ring memory and
+history compressor (each screenshot or LIDAR reading and each action travels and is stored once), and its spaces.
+
 Only specs live here (factories as ``"module:attr"`` strings), so listing plugins imports nothing heavy.
 """
 
@@ -21,6 +24,8 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            memory="ring",
+            compressor="history",
             encoder="tmrl_trackmania.models:ImageHistoryEncoder",
             spaces="tmrl_trackmania.envs:spaces_full",
             component_options="tmrl_trackmania.components:full_options",
@@ -34,6 +39,8 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            memory="ring",
+            compressor="history",
             encoder="tmrl_trackmania.models:LidarHistoryEncoder",
             spaces="tmrl_trackmania.envs:spaces_lidar",
             component_options="tmrl_trackmania.components:lidar_options",
@@ -47,6 +54,8 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             settings=_SETTINGS,
             settings_section="trackmania",
             realtime=True,
+            memory="ring",
+            compressor="history",
             encoder="tmrl_trackmania.models:LidarHistoryEncoder",
             spaces="tmrl_trackmania.envs:spaces_lidar_progress",
             component_options="tmrl_trackmania.components:lidar_progress_options",
