@@ -190,7 +190,7 @@ def is_history_compressed(obs: Any) -> bool:
 
 
 def action_buffer_compressor(
-    observation_space: Any = None, action_space: Any = None, act_buf_len: int = 0, **_: Any
+    observation_space: Any = None, action_space: Any = None, act_buf_len: int = 0
 ) -> HistoryCompressor:
     """Action-buffer removal for rtgym environments (``act_buf_len`` from the env's component options)."""
     if act_buf_len <= 0:
@@ -206,7 +206,6 @@ def history_compressor(
     action_space: Any = None,
     act_buf_len: int = 0,
     history_index: int | Sequence[int] | None = None,
-    **_: Any,
 ) -> HistoryCompressor:
     """Frame-history de-duplication (``history_index``), plus the action buffer when ``act_buf_len > 0``."""
     if not history_indices(history_index) and act_buf_len <= 0:
@@ -363,10 +362,11 @@ def _first_difference(original: Any, rebuilt: Any, path: str) -> tuple[str, Any,
     a, b = np.asarray(original), np.asarray(rebuilt)
     if a.shape != b.shape:
         return path, original, rebuilt
-    equal_nan = a.dtype.kind in "fc" and b.dtype.kind in "fc"
-    if not np.array_equal(a, b, equal_nan=equal_nan):
-        return path, original, rebuilt
-    return None
+    if bool((a == b).all()):
+        return None
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc" and np.array_equal(a, b, equal_nan=True):
+        return None
+    return path, original, rebuilt
 
 
 def _render(value: Any) -> tuple[str, np.ndarray | None]:

@@ -209,7 +209,6 @@ class RingMemory(TorchMemory):
         prefetch: bool = False,
         pin_memory: bool | None = None,
         batch_preprocessor: Callable[..., Any] | None = None,
-        **_: Any,
     ) -> None:
         super().__init__(
             device=device,
@@ -580,6 +579,11 @@ class RingMemory(TorchMemory):
             t = t.to(self.device, non_blocking=self.pin_memory)
         target = torch.float32 if float32 else _BATCH_DTYPES.get(t.dtype, t.dtype)
         return t if t.dtype == target else t.to(target)
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[Any, ...]:
+        """The batch of transitions ``indices`` (``0 <= i < len(self)``), gathered like :meth:`sample` does (for
+        custom samplers, e.g. prioritised replay; ``crc_debug`` checks each of them)."""
+        return self._make_batch(self._positions(np.asarray(indices, dtype=np.int64)))
 
     def sample(self) -> tuple[Any, ...]:
         """One batch ``(obs, act, rew, next_obs, terminated, truncated)``, gathered with vectorised indexing."""
