@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from tmrl_core.cli import set_option
+
 app = typer.Typer(
     help="TrackMania tools: install-plugin, record-reward, check-environment.",
     no_args_is_help=True,
@@ -21,9 +23,6 @@ app = typer.Typer(
 STEAM_APP_ID = 2225070
 PLUGIN_NAME = "TMRL"
 
-SetOption = typer.Option(
-    None, "--set", "-s", help="A setting, e.g. --set trackmania.backend=simulated (repeatable)."
-)
 
 
 def plugin_source() -> Path:
@@ -101,7 +100,7 @@ def install_plugin(
 def record_reward(
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to save the trajectory (.npz)."),
     timeout: float = typer.Option(600.0, help="Give up after this many seconds without crossing the finish line."),
-    sets: list[str] | None = SetOption,
+    sets: list[str] = set_option(),
 ) -> None:
     """Record the reference trajectory of the reward: drive from the start line to the finish line.
 
@@ -179,7 +178,7 @@ def check_environment(
     env: str = typer.Option("trackmania-lidar", "--env", help="trackmania-full, trackmania-lidar or -lidar-progress."),
     steps: int = typer.Option(0, help="Stop after this many steps (0: until Ctrl-C, or 200 with --out)."),
     out: Path | None = typer.Option(None, "--out", help="Save the frames as PNG files here instead of a window."),
-    sets: list[str] | None = SetOption,
+    sets: list[str] = set_option(),
 ) -> None:
     """Show what the agent sees (the image history, or the LIDAR beams over the frame) and print the rewards.
 
