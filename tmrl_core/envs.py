@@ -66,16 +66,17 @@ def is_realtime(env: gymnasium.Env) -> bool:
 
 
 def reset_action(env: gymnasium.Env) -> np.ndarray:
-    """The action recorded in the reset sample: rtgym's default action (what ``reset()`` applies), else zeros."""
-    default = getattr(env.unwrapped, "default_action", None) if is_realtime(env) else None
-    if default is not None:
-        return np.array(default, dtype=np.float32, copy=True)
+    """The action of the reset sample; call it right after ``reset()``.
+
+    For rtgym environments it is the action ``reset()`` applies, i.e. the newest entry of the action buffer (the
+    default action, or the previous episode's last action with ``last_act_on_reset``); zeros for other environments.
+    """
+    act_buf = getattr(env.unwrapped, "act_buf", None) if is_realtime(env) else None
+    if act_buf:
+        return np.array(act_buf[-1], copy=True)
     space = env.action_space
-    if isinstance(space, spaces.Box):
-        return np.zeros(space.shape, dtype=np.float32)
-    if isinstance(space, spaces.Discrete):
-        return np.zeros((), dtype=np.int64)
-    return np.zeros(getattr(space, "shape", ()) or (), dtype=np.float32)
+    dtype = getattr(space, "dtype", None) or np.float32
+    return np.zeros(getattr(space, "shape", None) or (), dtype=dtype)
 
 
 # -- gymnasium environments -----------------------------------------------------------------------------------------

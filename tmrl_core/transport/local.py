@@ -54,11 +54,9 @@ def local_address(run_name: str, port: int) -> tuple[str, str]:
     if sys.platform == "win32":
         digest = hashlib.sha256(f"{Path.home()}:{key}".encode()).hexdigest()[:24]
         return rf"\\.\pipe\tmrl-{digest}", "AF_PIPE"
-    from tmrl_core.paths import subdir
+    from tmrl_core.metrics import run_dir
 
-    folder = subdir("runs") / _safe_name(run_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"server-{port}.sock"
+    path = run_dir(run_name) / f"server-{port}.sock"
     if len(str(path)) <= _MAX_UNIX_PATH:
         return str(path), "AF_UNIX"
     # Deep data folders (e.g. pytest's tmp paths) overflow sockaddr_un: use a private folder in /tmp instead.
@@ -70,10 +68,6 @@ def local_address(run_name: str, port: int) -> tuple[str, str]:
         )
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:24]
     return str(private / f"{digest}.sock"), "AF_UNIX"
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "default"
 
 
 def _authkey(password: str) -> bytes:

@@ -1,0 +1,611 @@
+"""The Trainer: receives sample buffers, keeps the replay memory, trains the agent, sends weights back.
+
+- :class:`TorchTrainingOffline` is the training loop itself (epochs of rounds of training steps) and owns the memory
+  and the agent; it needs only the observation and action spaces, never a live environment.
+- :class:`Trainer` connects it to the server, checkpoints it at the end of every epoch and on Ctrl-C, resumes it
+  from the run's checkpoint, writes the actor's weights file and logs metrics every round.
+
+Pacing (why learning does not depend on the machine's speed): training pauses whenever it is more than
+``max_training_steps_per_env_step`` steps per received env step ahead; when it pauses, and every
+``update_model_interval`` steps, it sends the actor's weights, which is what workers in ``run_synchronous`` wait for.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import inspect
+import io
+import logging
+import math
+import pstats
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tmrl_core.buffer import Buffer
+from tmrl_core.errors import CheckpointError, TmrlError
+
+log = logging.getLogger("tmrl.trainer")
+
+_DEFAULT: Any = object()  # "not given": tell apart from an explicit None (which disables a file)
+
+
+# -- generic state dicts for objects that do not define their own (e.g. the seed tutorial's agent) --------------
+
+
+def auto_state_dict(obj: Any) -> dict[str, Any]:
+    """The state of ``obj``'s modules, optimisers, tensors and plain attributes (for agents without ``state_dict``)."""
+    state: dict[str, Any] = {}
+    for name, value in vars(obj).items():
+        if isinstance(value, (torch.nn.Module, torch.optim.Optimizer)):
+            state[name] = value.state_dict()
+        elif isinstance(value, torch.Tensor):
+            state[name] = value
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            state[name] = value
+    return state
+
+
+def auto_load_state_dict(obj: Any, state: dict[str, Any]) -> None:
+    """Restore what :func:`auto_state_dict` returned (tensors are copied in place, keeping optimiser references)."""
+    for name, saved in state.items():
+        current = getattr(obj, name, None)
+        if isinstance(current, (torch.nn.Module, torch.optim.Optimizer)):
+            current.load_state_dict(saved)
+        elif isinstance(current, torch.Tensor) and isinstance(saved, torch.Tensor):
+            with torch.no_grad():
+                current.copy_(saved)
+        elif not isinstance(current, torch.Tensor):
+            setattr(obj, name, saved)
+
+
+def _state_of(obj: Any) -> dict[str, Any]:
+    try:
+        return obj.state_dict()
+    except NotImplementedError:
+        return {"__auto__": auto_state_dict(obj)}
+
+
+def _load_state_into(obj: Any, state: dict[str, Any]) -> None:
+    if "__auto__" in state:
+        auto_load_state_dict(obj, state["__auto__"])
+    else:
+        obj.load_state_dict(state)
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def count_env_steps(buffer: Buffer) -> tuple[int, int]:
+    """``(env steps, episodes)`` in a buffer of whole episodes: every episode has one reset sample, which is not a
+    step. Works on compressed samples that keep the ``(act, obs, rew, terminated, truncated, info)`` layout."""
+    episodes = 0
+    try:
+        for sample in buffer.memory:
+            if sample[3] or sample[4]:
+                episodes += 1
+    except (TypeError, IndexError):
+        return len(buffer), 0
+    return max(len(buffer) - episodes, 0), episodes
+
+
+# -- the training loop ---------------------------------------------------------------------------------------------
+
+
+class _Interface:
+    """What :meth:`TorchTrainingOffline.run_epoch` talks to: the trainer's endpoint (or nothing, offline)."""
+
+    def __init__(self, endpoint: Any = None) -> None:
+        self.endpoint = endpoint
+
+    def broadcast_model(self, actor: Any) -> None:
+        if self.endpoint is not None:
+            self.endpoint.send_weights(actor.state_dict())
+
+    def retrieve_buffers(self) -> list[Buffer]:
+        return self.endpoint.receive_samples() if self.endpoint is not None else []
+
+
+@dataclass
+class TorchTrainingOffline:
+    """Off-policy training: epochs of ``rounds`` rounds of ``steps`` training steps. Fields left to None come from
+    the ``training`` settings.
+
+    Args:
+        env_cls: ``(observation_space, action_space)``, or a callable building an env to read them from (it is
+            never reset).
+        memory_cls: builds the replay memory as ``memory_cls(nb_steps=..., device=...)``.
+        training_agent_cls: builds the agent as ``training_agent_cls(observation_space=..., action_space=...,
+            device=...)``.
+        epochs, rounds, steps: a checkpoint ends every epoch; metrics every round; training steps per round.
+        update_model_interval: send the actor's weights every this many training steps.
+        update_buffer_interval: collect received buffers every this many training steps.
+        max_training_steps_per_env_step: pause training when further ahead of the received env steps.
+        sleep_between_buffer_retrieval_attempts: seconds between checks while waiting for samples.
+        profiling: profile each epoch with cProfile and log the top functions.
+        agent_scheduler: ``f(agent, epoch)`` called at the start of every epoch.
+        start_training: transitions in memory before training starts.
+        device: training device (None or ``"auto"``: CUDA when available).
+        max_env_steps: stop once this many env steps were received (None: only ``epochs`` ends training).
+        settings: where the defaults come from (default: :func:`~tmrl_core.settings.load_settings`).
+    """
+
+    env_cls: Any = None
+    memory_cls: Callable[..., Any] | None = None
+    training_agent_cls: Callable[..., Any] | None = None
+    epochs: int | None = None
+    rounds: int | None = None
+    steps: int | None = None
+    update_model_interval: int | None = None
+    update_buffer_interval: int | None = None
+    max_training_steps_per_env_step: float | None = None
+    sleep_between_buffer_retrieval_attempts: float = 0.05
+    profiling: bool = False
+    agent_scheduler: Callable[[Any, int], None] | None = None
+    start_training: int | None = None
+    device: str | None = None
+    max_env_steps: int | None = None
+    settings: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from tmrl_core.server import resolve_device, settings_or_load
+
+        ts = settings_or_load(self.settings).training
+        for name, key in (
+            ("epochs", "epochs"),
+            ("rounds", "rounds_per_epoch"),
+            ("steps", "steps_per_round"),
+            ("update_model_interval", "update_model_interval"),
+            ("update_buffer_interval", "update_buffer_interval"),
+            ("max_training_steps_per_env_step", "max_training_steps_per_env_step"),
+            ("start_training", "start_training"),
+            ("max_env_steps", "max_env_steps"),
+        ):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(ts, key))
+        self.device = resolve_device(self.device if self.device is not None else ts.device)
+        if self.memory_cls is None or self.training_agent_cls is None:
+            raise TmrlError("TorchTrainingOffline needs memory_cls and training_agent_cls")
+        self.observation_space, self.action_space = self._spaces(self.env_cls)
+        self.memory = self.memory_cls(nb_steps=self.steps, device=self.device)
+        self.agent = self.training_agent_cls(
+            observation_space=self.observation_space, action_space=self.action_space, device=self.device
+        )
+        self.epoch = 0
+        self.round = 0
+        self.total_updates = 0
+        self.total_samples = 0
+        self.env_steps = 0
+        self.episodes = 0
+        self.finished = False
+        self.stop_event = threading.Event()
+        self._updates_at_last_send = -1
+        self._round_episodes: dict[str, list[float]] = defaultdict(list)
+
+    @staticmethod
+    def _spaces(env_cls: Any) -> tuple[Any, Any]:
+        if isinstance(env_cls, (tuple, list)) and len(env_cls) == 2:
+            return env_cls[0], env_cls[1]
+        if env_cls is None:
+            raise TmrlError("TorchTrainingOffline needs env_cls: (observation_space, action_space) or an env factory")
+        env = env_cls()
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            try:
+                env.close()
+            except Exception as exc:  # noqa: BLE001 - the spaces are all we needed
+                log.debug("closing the spaces-only env failed: %s", exc)
+
+    # -- samples -----------------------------------------------------------------------------------------------
+    def ingest(self, interface: _Interface) -> int:
+        """Append every received buffer to the memory; returns the number of env steps received."""
+        received = 0
+        for buffer in interface.retrieve_buffers():
+            steps, episodes = count_env_steps(buffer)
+            self.memory.append(buffer)
+            self.total_samples += len(buffer)
+            self.env_steps += steps
+            self.episodes += episodes
+            received += steps
+            for key, value in (
+                ("return_train", buffer.stat_train_return),
+                ("return_test", buffer.stat_test_return),
+                ("episode_length_train", buffer.stat_train_steps),
+                ("episode_length_test", buffer.stat_test_steps),
+            ):
+                if value is not None:
+                    self._round_episodes[key].append(float(value))
+        return received
+
+    @property
+    def budget_reached(self) -> bool:
+        return self.max_env_steps is not None and self.env_steps >= self.max_env_steps
+
+    def _ahead(self) -> bool:
+        return self.total_updates >= self.max_training_steps_per_env_step * self.env_steps
+
+    def _send(self, interface: _Interface) -> None:
+        interface.broadcast_model(self.agent.get_actor())
+        self._updates_at_last_send = self.total_updates
+
+    def _wait_for_samples(self, interface: _Interface, until: Callable[[], bool]) -> float:
+        """Sleep-and-collect until ``until()`` (or stop / budget); returns the seconds spent. Sends the weights once
+        if they changed since the last send, so that synchronous workers waiting for a model can go on."""
+        t0 = time.perf_counter()
+        while not until() and not self.stop_event.is_set():
+            if self._updates_at_last_send != self.total_updates:
+                self._send(interface)
+            if self.budget_reached:
+                break
+            if self.stop_event.wait(self.sleep_between_buffer_retrieval_attempts):
+                break
+            if self.ingest(interface) and self.total_updates == 0:
+                self._send(interface)  # not training yet: keep synchronous workers going until start_training
+        return time.perf_counter() - t0
+
+    # -- epochs and rounds ----------------------------------------------------------------------------------------
+    def run_epoch(self, interface: Any = None) -> list[dict[str, Any]]:
+        """Run the rest of the current epoch (all its rounds, or until stop / budget); returns per-round metrics."""
+        interface = interface if interface is not None else _Interface()
+        if self.agent_scheduler is not None and self.round == 0:
+            self.agent_scheduler(self.agent, self.epoch)
+        profiler = cProfile.Profile() if self.profiling else None
+        if profiler is not None:
+            profiler.enable()
+        stats = []
+        while self.round < self.rounds and not self.finished and not self.stop_event.is_set():
+            stats.append(self.run_round(interface))
+        if self.round >= self.rounds:
+            self.epoch += 1
+            self.round = 0
+        if profiler is not None:
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+            log.info("epoch profile:\n%s", out.getvalue())
+        return stats
+
+    def run_round(self, interface: Any) -> dict[str, Any]:
+        """One round of ``steps`` training steps; returns its metrics."""
+        t_start = time.perf_counter()
+        round_index = self.round
+        updates_before, steps_before = self.total_updates, self.env_steps
+        self.ingest(interface)
+        needed = max(int(self.start_training), 1)
+        idle = self._wait_for_samples(interface, lambda: len(self.memory) >= needed)
+        losses: dict[str, list[float]] = defaultdict(list)
+        sampling = training = 0.0
+        done_steps = 0
+        if len(self.memory) >= needed and not self.stop_event.is_set():
+            batches = iter(self.memory)
+            while done_steps < self.steps and not self.stop_event.is_set():
+                if self._ahead():
+                    idle += self._wait_for_samples(interface, lambda: not self._ahead())
+                    if self._ahead():  # stopped, or the env-step budget is spent
+                        break
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    batches = iter(self.memory)
+                    batch = next(batches)
+                t1 = time.perf_counter()
+                metrics = self.agent.train(batch)
+                t2 = time.perf_counter()
+                sampling += t1 - t0
+                training += t2 - t1
+                for key, value in (metrics or {}).items():
+                    losses[key].append(float(value))
+                self.total_updates += 1
+                done_steps += 1
+                if self.total_updates % self.update_model_interval == 0:
+                    self._send(interface)
+                if self.total_updates % self.update_buffer_interval == 0:
+                    self.ingest(interface)
+        if self.budget_reached:
+            self.finished = True
+        if done_steps >= self.steps:
+            self.round += 1
+        elapsed = time.perf_counter() - t_start
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "round": round_index,
+            "complete": done_steps >= self.steps,
+            "training_steps": self.total_updates,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "memory_len": len(self.memory),
+            "round_time": elapsed,
+            "idle_time": idle,
+            "sampling_time": sampling,
+            "training_time": training,
+            "training_steps_per_s": (self.total_updates - updates_before) / elapsed if elapsed > 0 else 0.0,
+            "env_steps_per_s": (self.env_steps - steps_before) / elapsed if elapsed > 0 else 0.0,
+        }
+        for key, values in losses.items():
+            record[key] = float(np.mean(values))
+        for key, values in self._round_episodes.items():
+            record[key] = float(np.mean(values))
+        self._round_episodes.clear()
+        return record
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state_dict(self, keep_memory: bool = True) -> dict[str, Any]:
+        """Counters, the agent, the memory (if it can be saved and ``keep_memory``) and the RNG states."""
+        from tmrl_core.checkpoint import rng_state
+
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "round": self.round,
+            "total_updates": self.total_updates,
+            "total_samples": self.total_samples,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "agent": _state_of(self.agent),
+            "rng": rng_state(),
+            "memory": None,
+        }
+        if keep_memory:
+            try:
+                state["memory"] = self.memory.state_dict()
+            except NotImplementedError as exc:
+                log.warning("the memory is not checkpointed: %s", exc)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from tmrl_core.checkpoint import set_rng_state
+
+        for key in ("epoch", "round", "total_updates", "total_samples", "env_steps", "episodes"):
+            setattr(self, key, int(state[key]))
+        _load_state_into(self.agent, state["agent"])
+        if state.get("memory") is not None:
+            self.memory.load_state_dict(state["memory"])
+        set_rng_state(state["rng"])
+        self._updates_at_last_send = -1
+
+
+# -- the Trainer ------------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Connects a training loop to the server; checkpoints, resumes, logs metrics.
+
+    Arguments left out come from the settings.
+
+    Args:
+        training_cls: builds the training loop, e.g. ``partial(TorchTrainingOffline, ...)``.
+        server_ip, server_port, password, security: where the server is (``server.*``).
+        model_path: the actor's weights file, written at every checkpoint and at the end (default
+            ``<data>/weights/<run>.safetensors``; None: not written).
+        checkpoint_path: the checkpoint file (default ``<data>/checkpoints/<run>.safetensors`` when
+            ``checkpoint.enabled``; None: no checkpoints).
+        dump_run_instance_fn, load_run_instance_fn: replace the built-in checkpoint writer/reader:
+            ``dump(training, path)`` and ``load(path) -> state`` (or a training instance).
+        settings: the settings (default :func:`~tmrl_core.settings.load_settings`).
+        transport: a :class:`~tmrl_core.transport.Transport`, or None for ``server.transport``; ``False`` trains
+            offline, on what is in the memory (e.g. a dataset).
+        metrics: a :class:`~tmrl_core.metrics.MetricsLogger` (default: the run's JSONL file).
+        on_round: called with every round's metrics (progress displays).
+        checkpoint_meta: extra metadata checked on resume (e.g. env and algo names; a mismatch is an error).
+    """
+
+    def __init__(
+        self,
+        training_cls: Callable[..., Any],
+        server_ip: str | None = None,
+        server_port: int | None = None,
+        password: str | None = None,
+        security: str | None = None,
+        model_path: str | Path | None = _DEFAULT,
+        checkpoint_path: str | Path | None = _DEFAULT,
+        dump_run_instance_fn: Callable[[Any, str], None] | None = None,
+        load_run_instance_fn: Callable[[str], Any] | None = None,
+        *,
+        settings: Any = None,
+        transport: Any = None,
+        metrics: Any = None,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
+    ) -> None:
+        from tmrl_core.paths import subdir
+        from tmrl_core.server import make_transport, settings_or_load
+
+        self.settings = settings = settings_or_load(settings)
+        self.run_name = settings.run.name
+        if model_path is _DEFAULT:
+            model_path = subdir("weights", create=False) / f"{self.run_name}.safetensors"
+        if checkpoint_path is _DEFAULT:
+            enabled = settings.checkpoint.enabled
+            checkpoint_path = subdir("checkpoints", create=False) / f"{self.run_name}.safetensors" if enabled else None
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.dump_run_instance_fn = dump_run_instance_fn
+        self.load_run_instance_fn = load_run_instance_fn
+        self.on_round = on_round
+        self.meta = {"run": self.run_name, **(checkpoint_meta or {})}
+        self.history: list[dict[str, Any]] = []
+
+        kwargs = {"settings": settings} if _accepts(training_cls, "settings") else {}
+        self.training = training_cls(**kwargs)
+        self.resumed = self._resume()
+
+        self._own_metrics = metrics is None
+        if metrics is None:
+            from tmrl_core.metrics import MetricsLogger
+
+            metrics = MetricsLogger(self.run_name, settings=settings)
+        self.metrics = metrics
+
+        self.endpoint = None
+        if transport is not False:
+            if transport is None or isinstance(transport, str):
+                transport = make_transport(
+                    settings,
+                    server_ip=server_ip,
+                    server_port=server_port,
+                    password=password,
+                    security=security,
+                    transport=transport,
+                )
+            self.endpoint = transport.trainer()
+        self.interface = _Interface(self.endpoint)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _resume(self) -> bool:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        if self.settings.run.reset_training:
+            from tmrl_core.checkpoint import quarantine
+
+            moved = quarantine(path, "old")
+            log.warning("trainer: reset_training: the previous checkpoint was moved to %s", moved)
+            return False
+        if self.load_run_instance_fn is not None:
+            loaded = self.load_run_instance_fn(str(path))
+            if isinstance(loaded, dict):
+                self.training.load_state_dict(loaded)
+            else:
+                self.training = loaded
+            return True
+        from tmrl_core.checkpoint import load_state
+
+        state = load_state(path, kind="checkpoint")
+        saved_meta = state.get("meta", {})
+        for key, value in self.meta.items():
+            if key in saved_meta and saved_meta[key] != value:
+                raise CheckpointError(
+                    f"checkpoint {path} was written with {key}={saved_meta[key]!r}, not {value!r}",
+                    hint="use another --run-name, or --reset to keep the old checkpoint aside and start afresh",
+                )
+        try:
+            self.training.load_state_dict(state["training"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this training setup: {type(exc).__name__}: {exc}",
+                hint="use another --run-name, or --reset to keep the old checkpoint aside and start afresh",
+            ) from exc
+        log.info(
+            "trainer: resumed %s at epoch %d round %d (%d env steps, %d transitions in memory)",
+            self.run_name,
+            self.training.epoch,
+            self.training.round,
+            self.training.env_steps,
+            len(self.training.memory),
+        )
+        return True
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint (atomically) and the actor's weights file."""
+        t0 = time.perf_counter()
+        if self.checkpoint_path is not None:
+            if self.dump_run_instance_fn is not None:
+                self.dump_run_instance_fn(self.training, str(self.checkpoint_path))
+            else:
+                from tmrl_core.checkpoint import save_state
+
+                keep = self.settings.checkpoint.keep_memory
+                save_state(self.checkpoint_path, {"meta": self.meta, "training": self.training.state_dict(keep)})
+        self.save_weights()
+        log.info("trainer: checkpoint written in %.2f s", time.perf_counter() - t0)
+
+    def save_weights(self) -> None:
+        if self.model_path is not None:
+            from tmrl_core.checkpoint import save_weights
+
+            save_weights(self.model_path, self.training.agent.get_actor().state_dict())
+
+    # -- running ---------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop after the current training step (thread-safe); it then checkpoints and returns."""
+        self.training.stop_event.set()
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train until ``epochs`` or ``max_env_steps`` (or :meth:`stop`, or Ctrl-C); checkpoint at every epoch end
+        and when stopping. Returns the metrics of every round."""
+        training = self.training
+        previous_handler = self._install_sigint()
+        try:
+            if self.endpoint is not None:
+                self.interface.broadcast_model(training.agent.get_actor())
+            while training.epoch < training.epochs and not training.finished and not training.stop_event.is_set():
+                epoch = training.epoch
+                for record in training.run_epoch(self.interface):
+                    self._log(record)
+                if training.epoch != epoch and self.checkpoint_path is not None:
+                    self.save_checkpoint()
+            if training.stop_event.is_set():
+                log.info("trainer: stopping")
+            self.save_checkpoint()
+        finally:
+            self._restore_sigint(previous_handler)
+            self.close()
+        return self.history
+
+    def run_with_wandb(
+        self, entity: str | None = None, project: str | None = None, run_id: str | None = None, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`run`, logging every round to wandb as well."""
+        from tmrl_core.metrics import MetricsLogger
+
+        if self._own_metrics:
+            self.metrics.close()
+        self.metrics = MetricsLogger(
+            self.run_name, settings=self.settings, wandb=True, entity=entity, project=project, run_id=run_id, key=key
+        )
+        self._own_metrics = True
+        return self.run()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        self.metrics.log(record)
+        if self.on_round is not None:
+            self.on_round(record)
+        ret = record.get("return_test", record.get("return_train"))
+        log.info(
+            "epoch %d round %d: %d env steps, %d training steps%s",
+            record["epoch"],
+            record["round"],
+            record["env_steps"],
+            record["training_steps"],
+            f", return {ret:.1f}" if ret is not None and math.isfinite(ret) else "",
+        )
+
+    def _install_sigint(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        stop_event = self.training.stop_event
+
+        def handler(signum: int, frame: Any) -> None:
+            if stop_event.is_set():
+                raise KeyboardInterrupt
+            log.warning("trainer: Ctrl-C: stopping after a checkpoint (press again to abort without one)")
+            stop_event.set()
+
+        return signal.signal(signal.SIGINT, handler)
+
+    @staticmethod
+    def _restore_sigint(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    def close(self) -> None:
+        """Disconnect and close the metrics file; idempotent."""
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+        if self._own_metrics and self.metrics is not None:
+            self.metrics.close()

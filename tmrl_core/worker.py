@@ -1,0 +1,371 @@
+"""The RolloutWorker: runs the current policy in its environment and sends whole episodes to the trainer.
+
+A worker records one sample per environment step (see :mod:`tmrl_core.memory.base` for the conventions): the reset
+sample first (its action is what the environment applies right after ``reset()``: rtgym's default action, zeros for
+other environments), then ``(act, obs, rew, terminated, truncated, info)`` for every step, each passed through the
+sample compressor, into a :class:`~tmrl_core.buffer.Buffer` that holds whole episodes and is sent between episodes.
+New weights are picked up between episodes too, so the step loop never waits for the network or for the trainer.
+
+Loops:
+
+- :meth:`RolloutWorker.run`: as fast as the environment allows (real-time environments), a test episode every N
+  training episodes.
+- :meth:`RolloutWorker.run_synchronous`: for simulators that step faster than training: at most
+  ``max_env_steps_per_model`` env steps per received model (checked at episode ends), so that learning per env step
+  does not depend on the machine's speed.
+- :meth:`RolloutWorker.run_episodes` / :meth:`RolloutWorker.run_episode` / :meth:`RolloutWorker.collect_train_episode`:
+  the building blocks, for custom loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tmrl_core.agents import ActorModule, TorchActorModule
+from tmrl_core.buffer import Buffer
+from tmrl_core.envs import is_realtime, reset_action
+from tmrl_core.errors import CheckpointError
+
+log = logging.getLogger("tmrl.worker")
+
+
+class RolloutWorker:
+    """Acts in an environment with the current policy; sends samples to the trainer and receives weights.
+
+    Arguments left to ``None`` come from the settings (``settings``, or :func:`~tmrl_core.settings.load_settings`).
+
+    Args:
+        env_cls: builds the gymnasium environment, e.g. ``partial(GenericGymEnv, id="Pendulum-v1")``.
+        actor_module_cls: builds the policy as ``actor_module_cls(observation_space=..., action_space=...)``.
+        sample_compressor: ``f(act, obs, rew, terminated, truncated, info) -> compressed sample`` (None: as is).
+        device: inference device (``worker.device``).
+        server_ip, server_port, password, security: where the server is (``server.*``; ``security="TLS"`` sets
+            ``server.tls``).
+        max_samples_per_episode: longer episodes are truncated (``truncated=True``, not terminated).
+        model_path: weights file loaded at start if present, and where received weights are saved (default
+            ``<data>/weights/<run>.safetensors``).
+        obs_preprocessor: applied to every observation the environment returns.
+        crc_debug: record every full transition in its sample's ``info`` so the memory can check what it rebuilds.
+        model_path_history: prefix of the weights history files (default ``<data>/weights/<run>_``).
+        model_history: save every Nth received model to the history (0: never).
+        standalone: do not connect to a server (deployment, ``tmrl test``).
+        verbose: log weight updates and episode returns.
+        expert: send samples but ignore received weights.
+        settings: the settings to read defaults from.
+        transport: a :class:`~tmrl_core.transport.Transport` (default: the one named by ``server.transport``).
+        name: this worker's name in the server's logs.
+        seed: seed of the first ``reset`` (then the environment's own RNG continues).
+        save_weights: save received weights to ``model_path`` (off when another process owns that file).
+    """
+
+    def __init__(
+        self,
+        env_cls: Callable[[], Any],
+        actor_module_cls: Callable[..., ActorModule],
+        sample_compressor: Callable[..., Any] | None = None,
+        device: str | None = None,
+        server_ip: str | None = None,
+        server_port: int | None = None,
+        password: str | None = None,
+        security: str | None = None,
+        max_samples_per_episode: int | float | None = None,
+        model_path: str | Path | None = None,
+        obs_preprocessor: Callable[[Any], Any] | None = None,
+        crc_debug: bool | None = None,
+        model_path_history: str | Path | None = None,
+        model_history: int | None = None,
+        standalone: bool = False,
+        verbose: bool = True,
+        expert: bool | None = None,
+        *,
+        settings: Any = None,
+        transport: Any = None,
+        name: str | None = None,
+        seed: int | None = None,
+        save_weights: bool = True,
+    ) -> None:
+        from tmrl_core.server import make_transport, resolve_device, settings_or_load
+
+        self.settings = settings = settings_or_load(settings)
+        ws = settings.worker
+        self.run_name = settings.run.name
+        self.device = resolve_device(device or ws.device)
+        self.verbose = verbose
+        self.expert = ws.expert if expert is None else bool(expert)
+        self.standalone = standalone
+        self.crc_debug = ws.crc_debug if crc_debug is None else bool(crc_debug)
+        limit = ws.max_samples_per_episode if max_samples_per_episode is None else max_samples_per_episode
+        self.max_samples_per_episode = int(limit) if np.isfinite(limit) else None
+        self.obs_preprocessor = obs_preprocessor
+        self.sample_compressor = sample_compressor
+        self.model_history = ws.model_history if model_history is None else int(model_history)
+        self.save_weights = save_weights
+        self._seed = seed if seed is not None else settings.run.seed
+
+        from tmrl_core.paths import subdir
+
+        weights_dir = subdir("weights", create=False)
+        self.model_path = Path(model_path) if model_path is not None else weights_dir / f"{self.run_name}.safetensors"
+        self.model_path_history = (
+            str(model_path_history) if model_path_history is not None else str(weights_dir / f"{self.run_name}_")
+        )
+
+        self.env = env_cls()
+        self.realtime = is_realtime(self.env)
+        self.actor = actor_module_cls(
+            observation_space=self.env.observation_space, action_space=self.env.action_space
+        )
+        if isinstance(self.actor, TorchActorModule):
+            self.actor = self.actor.to(self.device)
+        self._act_shape = getattr(self.env.action_space, "shape", None)
+        self._act_dtype = getattr(self.env.action_space, "dtype", None)
+        if self.model_path.is_file():
+            self._load_weights(self._read_weights_file(self.model_path))
+            log.info("worker: loaded weights from %s", self.model_path)
+
+        self.buffer = Buffer(maxlen=ws.buffers_maxlen)
+        self._crc = None
+        if self.crc_debug:
+            from tmrl_core.compression import CrcRecorder
+
+            self._crc = CrcRecorder()
+        self.models_received = 0
+        self.env_steps = 0
+        self._stop = threading.Event()
+
+        self.endpoint = None
+        if not standalone:
+            transport = transport or make_transport(
+                settings, server_ip=server_ip, server_port=server_port, password=password, security=security
+            )
+            self.endpoint = transport.worker(name)
+
+    # -- weights ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _read_weights_file(path: Path) -> dict[str, Any]:
+        from tmrl_core.checkpoint import load_weights
+
+        return load_weights(path)
+
+    def _load_weights(self, weights: Any) -> None:
+        if not isinstance(self.actor, TorchActorModule) and not hasattr(self.actor, "load_state_dict"):
+            raise CheckpointError(f"{type(self.actor).__name__} cannot load weights (it has no load_state_dict)")
+        try:
+            self.actor.load_state_dict(weights)
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(
+                f"the weights do not fit this actor: {exc}",
+                hint="were they trained for another environment or algorithm? (check --run-name)",
+            ) from exc
+
+    def update_actor_weights(self, verbose: bool = True, blocking: bool = False, timeout: float | None = None) -> bool:
+        """Load the newest weights received from the server, if any (``blocking``: wait up to ``timeout`` s).
+
+        Returns True when new weights were loaded. Expert and standalone workers never load weights.
+        """
+        if self.endpoint is None or self.expert:
+            return False
+        weights = self.endpoint.receive_weights(blocking=blocking, timeout=timeout)
+        if weights is None:
+            return False
+        self._load_weights(weights)
+        self.models_received += 1
+        if self.save_weights:
+            self._save(self.model_path, weights)
+        if self.model_history and self.models_received % self.model_history == 0:
+            self._save(Path(f"{self.model_path_history}{self.models_received}.safetensors"), weights)
+        if verbose and self.verbose:
+            log.info("worker: new weights (model %d)", self.models_received)
+        return True
+
+    @staticmethod
+    def _save(path: Path, weights: Any) -> None:
+        from tmrl_core.checkpoint import save_weights
+
+        try:
+            save_weights(path, weights)
+        except OSError as exc:  # a full disk must not stop acting
+            log.warning("worker: could not save weights to %s: %s", path, exc)
+
+    # -- acting ----------------------------------------------------------------------------------------------------
+    def act(self, obs: Any, test: bool = False) -> np.ndarray:
+        """The actor's action for one observation, shaped like the action space."""
+        if isinstance(self.actor, TorchActorModule):
+            action = self.actor.act_(obs, test=test)
+        else:
+            action = np.asarray(self.actor.act(obs, test=test))
+        if self._act_shape is not None and action.shape != self._act_shape and action.size == int(np.prod(self._act_shape)):
+            action = action.reshape(self._act_shape)  # e.g. a squeezed batch of one
+        if self._act_dtype is not None and action.dtype != self._act_dtype:
+            action = action.astype(self._act_dtype)
+        return action
+
+    def _record(self, act: Any, obs: Any, rew: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> None:
+        if self._crc is not None:
+            info = self._crc(act, obs, rew, terminated, truncated, info)
+        if self.sample_compressor is not None:
+            sample = self.sample_compressor(act, obs, rew, terminated, truncated, info)
+        else:
+            sample = (act, obs, rew, terminated, truncated, info)
+        self.buffer.append_sample(sample)
+
+    def reset(self, collect_samples: bool) -> tuple[Any, dict[str, Any]]:
+        """Reset the environment; when collecting, record the reset sample."""
+        seed, self._seed = self._seed, None
+        obs, info = self.env.reset(seed=seed)
+        if self.obs_preprocessor is not None:
+            obs = self.obs_preprocessor(obs)
+        if collect_samples:
+            if self._crc is not None:
+                self._crc.start_episode()
+            # rtgym applies act_buf[-1] right after reset (the default action, or the last one if so configured)
+            self._record(reset_action(self.env), obs, 0.0, False, False, dict(info))
+        return obs, info
+
+    def step(
+        self, obs: Any, test: bool, collect_samples: bool, last_step: bool = False
+    ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """One environment step with the actor's action for ``obs``; ``last_step`` forces truncation."""
+        act = self.act(obs, test=test)
+        new_obs, rew, terminated, truncated, info = self.env.step(act)
+        if self.obs_preprocessor is not None:
+            new_obs = self.obs_preprocessor(new_obs)
+        rew, terminated, truncated = float(rew), bool(terminated), bool(truncated)
+        if last_step and not terminated:
+            truncated = True
+        if collect_samples:
+            self.env_steps += 1
+            self._record(act, new_obs, rew, terminated, truncated, dict(info))
+        return new_obs, rew, terminated, truncated, info
+
+    def _episode(self, max_samples: int | float | None, test: bool, collect: bool) -> tuple[float, int]:
+        limit = self.max_samples_per_episode if max_samples is None else max_samples
+        limit = None if limit is None or not np.isfinite(limit) else int(limit)
+        obs, _ = self.reset(collect_samples=collect)
+        ret, steps = 0.0, 0
+        while True:
+            steps += 1
+            obs, rew, terminated, truncated, _ = self.step(
+                obs, test=test, collect_samples=collect, last_step=limit is not None and steps >= limit
+            )
+            ret += rew
+            if terminated or truncated:
+                return ret, steps
+
+    def collect_train_episode(self, max_samples_per_episode: int | float | None = None) -> tuple[float, int]:
+        """Run one training episode into the buffer (not sent); returns ``(return, steps)``."""
+        ret, steps = self._episode(max_samples_per_episode, test=False, collect=True)
+        self.buffer.stat_train_return = ret
+        self.buffer.stat_train_steps = steps
+        if self.verbose:
+            log.debug("worker: train episode return %.2f in %d steps", ret, steps)
+        return ret, steps
+
+    def run_episode(self, max_samples_per_episode: int | float | None = None, train: bool = False) -> tuple[float, int]:
+        """Run one episode; ``train=False`` acts deterministically and records nothing but its statistics."""
+        if train:
+            return self.collect_train_episode(max_samples_per_episode)
+        ret, steps = self._episode(max_samples_per_episode, test=True, collect=False)
+        self.buffer.stat_test_return = ret
+        self.buffer.stat_test_steps = steps
+        if self.verbose:
+            log.info("worker: test episode return %.2f in %d steps", ret, steps)
+        return ret, steps
+
+    def run_episodes(
+        self, max_samples_per_episode: int | float | None = None, nb_episodes: int = 1, train: bool = False
+    ) -> list[float]:
+        """Run ``nb_episodes`` episodes (sending each training one); returns their returns."""
+        returns = []
+        for _ in range(nb_episodes):
+            if self._stop.is_set():
+                break
+            returns.append(self.run_episode(max_samples_per_episode, train=train)[0])
+            if train:
+                self.send_and_clear_buffer()
+        return returns
+
+    def send_and_clear_buffer(self) -> None:
+        """Send the buffer (whole episodes) to the trainer and start a new one; keeps test statistics for later when
+        there is no sample to carry them."""
+        if len(self.buffer) == 0:
+            return
+        if self.endpoint is not None:
+            self.endpoint.send_samples(self.buffer)
+        self.buffer = Buffer(maxlen=self.buffer.maxlen)
+
+    # -- loops ------------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        test_episode_interval: int | None = None,
+        nb_episodes: int | float = np.inf,
+        verbose: bool = True,
+        expert: bool | None = None,
+    ) -> None:
+        """Collect training episodes as fast as the environment allows, with a test episode every
+        ``test_episode_interval`` training episodes (0: none); new weights are loaded between episodes."""
+        interval = self.settings.worker.test_episode_interval if test_episode_interval is None else test_episode_interval
+        expert = self.expert if expert is None else expert
+        episode = 0
+        while episode < nb_episodes and not self._stop.is_set():
+            if interval and episode and episode % interval == 0 and not expert:
+                self.run_episode(train=False)
+            self.collect_train_episode()
+            self.send_and_clear_buffer()
+            if not expert:
+                self.update_actor_weights(verbose=verbose, blocking=False)
+            episode += 1
+
+    def run_synchronous(
+        self,
+        test_episode_interval: int | None = None,
+        nb_steps: int | float = np.inf,
+        initial_steps: int | None = None,
+        max_steps_per_update: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        """Collect episodes, but at most ``max_steps_per_update`` env steps per received model (checked at the end
+        of each episode, since buffers hold whole episodes), after ``initial_steps`` free steps (default: the
+        trainer's ``training.start_training``). For non-real-time environments that step faster than training."""
+        interval = self.settings.worker.test_episode_interval if test_episode_interval is None else test_episode_interval
+        bound = self.settings.worker.max_env_steps_per_model if max_steps_per_update is None else max_steps_per_update
+        initial = self.settings.training.start_training if initial_steps is None else initial_steps
+        steps_total, since_model, episode = 0, 0, 0
+        while steps_total < nb_steps and not self._stop.is_set():
+            if interval and episode and episode % interval == 0 and not self.expert:
+                self.run_episode(train=False)
+            _, steps = self.collect_train_episode()
+            self.send_and_clear_buffer()
+            steps_total += steps
+            since_model += steps
+            episode += 1
+            if self.expert:
+                continue
+            must_wait = bool(bound) and steps_total >= initial and since_model >= bound
+            while not self._stop.is_set():
+                if self.update_actor_weights(verbose=verbose, blocking=must_wait, timeout=0.5):
+                    since_model = 0
+                    break
+                if not must_wait:
+                    break
+
+    def stop(self) -> None:
+        """Ask the running loop to return at the end of the current episode (thread-safe)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Disconnect and close the environment."""
+        self._stop.set()
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+        try:
+            self.env.close()
+        except Exception as exc:  # noqa: BLE001 - closing must not hide the reason we are closing
+            log.debug("worker: env.close() failed: %s", exc)
