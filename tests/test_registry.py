@@ -54,11 +54,11 @@ def test_hook_tmrl_register_memories(plugin_manager) -> None:
     class MemoryPlugin:
         @hookimpl
         def tmrl_register_memories(self, register: Callable[[MemorySpec], None]) -> None:
-            register(MemorySpec(name="ring", factory="tmrl_core.memory:GenericTorchMemory"))
+            register(MemorySpec(name="plugin-memory", factory="tmrl_core.memory:GenericTorchMemory"))
 
     manager = plugin_manager(MemoryPlugin())
-    assert manager.get("memory", "ring").kind == "memory"
-    assert {"default", "generic", "ring"} <= set(manager.registry("memory").names())
+    assert manager.get("memory", "plugin-memory").kind == "memory"
+    assert {"default", "generic", "ring", "plugin-memory"} <= set(manager.registry("memory").names())
 
 
 def test_hook_tmrl_register_compressors(plugin_manager) -> None:
