@@ -82,6 +82,8 @@ class TorchMemory(ABC):
         self.stat_test_steps: int | None = None
         #: samples appended since creation (environment steps received)
         self.total_samples = 0
+        #: free storage for subclasses, as in the original tmrl (the seed tutorial's memory keeps its lists here)
+        self.data: list[Any] = []
 
     # -- what subclasses implement -------------------------------------------------------------------------------
     @abstractmethod
