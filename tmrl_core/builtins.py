@@ -56,6 +56,7 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
             description="rtgym's dummy RC drone: real-time, delayed, with an action buffer in the observation.",
             settings="tmrl_core.envs:RcDroneSettings",
             realtime=True,
+            compressor="action-buffer",
             spaces="tmrl_core.envs:rc_drone_spaces",
             component_options="tmrl_core.envs:rc_drone_component_options",
             default_settings=RC_DRONE_DEFAULT_SETTINGS,
@@ -68,8 +69,8 @@ def tmrl_register_memories(register: Callable[[MemorySpec], None]) -> None:
     register(
         MemorySpec(
             name="default",
-            factory="tmrl_core.memory:GenericTorchMemory",
-            description="Stores whole transitions; works with any environment and no compressor.",
+            factory="tmrl_core.memory.ring:RingMemory",
+            description="The fast ring memory (= 'ring'): works with every built-in env and compressor.",
         )
     )
     register(
