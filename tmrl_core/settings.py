@@ -815,18 +815,24 @@ def settings_provenance(
     return entries
 
 
-def plugin_settings_models(manager: PluginManager | None = None) -> tuple[dict[str, type[BaseModel]], list[str]]:
-    """The settings model of every plugin section whose model imports, and a message for each one that does not.
+def plugin_settings_models(
+    manager: PluginManager | None = None, *, sections: Iterable[str] | None = None
+) -> tuple[dict[str, type[BaseModel]], list[str]]:
+    """The settings model of every plugin section (or of ``sections``) whose model imports, and a message for each
+    one that does not.
 
-    This imports the plugins' settings modules (which may import heavy code); listing plugins does not call it.
+    This imports the plugins' settings modules (which may import heavy code, even torch); listing plugins does not.
     """
     if manager is None:
         from tmrl_core.plugins import get_plugin_manager
 
         manager = get_plugin_manager()
+    wanted = None if sections is None else set(sections)
     models: dict[str, type[BaseModel]] = {}
     problems: list[str] = []
     for section, specs in sorted(manager.settings_sections().items()):
+        if wanted is not None and section not in wanted:
+            continue
         for spec in specs:
             try:
                 model = spec.load_settings_model()

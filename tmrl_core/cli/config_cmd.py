@@ -37,15 +37,17 @@ def show(
     ),
     sets: list[str] = set_option(),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
-    plugins: bool = typer.Option(
-        True,
-        "--plugins/--no-plugins",
-        help="Also list the defaults of every installed plugin's section (imports the plugins' settings models).",
+    all_sections: bool = typer.Option(
+        False,
+        "--all",
+        help="Also list every key of every installed plugin's section with its default (imports their settings "
+        "models, which can take a few seconds).",
     ),
 ) -> None:
     """Print every setting, its effective value and where it came from (default, file, env var, --set).
 
-    Secrets are shown as ****.
+    Core sections are listed in full; a plugin's section is listed in full when PREFIX names it or with --all, else
+    with the keys that are set. Secrets are shown as ****.
     """
     from tmrl_core.errors import ConfigError
     from tmrl_core.settings import load_settings, plugin_settings_models, settings_provenance
@@ -53,8 +55,9 @@ def show(
     settings = load_settings(sets=sets)
     warnings: list[str] = []
     models: dict[str, Any] = {}
-    if plugins:
-        models, warnings = plugin_settings_models()
+    wanted = None if all_sections else ({prefix.split(".", 1)[0]} if prefix else set())
+    if wanted is None or wanted:
+        models, warnings = plugin_settings_models(sections=wanted)
         for name, model in list(models.items()):
             try:
                 settings.section(name, model)
