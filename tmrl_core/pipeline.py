@@ -445,10 +445,12 @@ def run_local(
     *,
     workers: int | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
     worker_log_level: str = "WARNING",
 ) -> RunResult:
     """``tmrl run``: server and trainer here, ``workers`` worker processes; returns when the budget is spent (or on
-    Ctrl-C, after a checkpoint), with every worker process stopped."""
+    Ctrl-C, after a checkpoint), with every worker process stopped. ``on_start(trainer)`` is called once the trainer
+    is built (and resumed, when the run has a checkpoint)."""
     n = workers or p.settings.worker.count
     import torch
 
@@ -456,6 +458,8 @@ def run_local(
     # OpenMP threads), fewer wastes the machine
     torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - n)))
     trainer = build_trainer(p, on_round=on_round)  # checkpoint problems surface before anything starts
+    if on_start is not None:
+        on_start(trainer)
     server = None
     procs: list[subprocess.Popen[bytes]] = []
     failed: list[int] = []

@@ -441,6 +441,7 @@ class Trainer:
         kwargs = {"settings": settings} if _accepts(training_cls, "settings") else {}
         self.training = training_cls(**kwargs)
         self.resumed = self._resume()
+        self._saved_at = self._progress() if self.resumed else None
 
         self._own_metrics = metrics is None
         if metrics is None:
@@ -508,9 +509,14 @@ class Trainer:
         )
         return True
 
+    def _progress(self) -> tuple[int, int, int, int]:
+        t = self.training
+        return (t.epoch, t.round, t.total_updates, t.env_steps)
+
     def save_checkpoint(self) -> None:
         """Write the checkpoint (atomically) and the actor's weights file."""
         t0 = time.perf_counter()
+        self._saved_at = self._progress()
         if self.checkpoint_path is not None:
             if self.dump_run_instance_fn is not None:
                 self.dump_run_instance_fn(self.training, str(self.checkpoint_path))
@@ -549,7 +555,8 @@ class Trainer:
                     self.save_checkpoint()
             if training.stop_event.is_set():
                 log.info("trainer: stopping")
-            self.save_checkpoint()
+            if self._saved_at != self._progress():
+                self.save_checkpoint()
         finally:
             self._restore_sigint(previous_handler)
             self.close()

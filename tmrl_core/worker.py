@@ -19,9 +19,12 @@ Loops:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,21 @@ from tmrl_core.envs import is_realtime, reset_action
 from tmrl_core.errors import CheckpointError
 
 log = logging.getLogger("tmrl.worker")
+
+
+class _Stopped(Exception):
+    """Unwinds a loop whose worker was stopped (raised between two steps)."""
+
+
+_live_workers: weakref.WeakSet[RolloutWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    # A worker thread still stepping torch code while the interpreter is torn down can abort the process (the seed
+    # tutorial leaves its worker in a daemon thread): stop the loops between two steps and let them return first.
+    for worker in list(_live_workers):
+        worker.stop(wait=3.0)
 
 
 class RolloutWorker:
@@ -138,6 +156,10 @@ class RolloutWorker:
         self.models_received = 0
         self.env_steps = 0
         self._stop = threading.Event()
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._loop_thread: threading.Thread | None = None
+        _live_workers.add(self)
 
         self.endpoint = None
         if not standalone:
@@ -250,6 +272,8 @@ class RolloutWorker:
         obs, _ = self.reset(collect_samples=collect)
         ret, steps = 0.0, 0
         while True:
+            if self._stop.is_set():
+                raise _Stopped
             steps += 1
             obs, rew, terminated, truncated, _ = self.step(
                 obs, test=test, collect_samples=collect, last_step=limit is not None and steps >= limit
@@ -310,17 +334,19 @@ class RolloutWorker:
     ) -> None:
         """Collect training episodes as fast as the environment allows, with a test episode every
         ``test_episode_interval`` training episodes (0: none); new weights are loaded between episodes."""
-        interval = self.settings.worker.test_episode_interval if test_episode_interval is None else test_episode_interval
+        ws = self.settings.worker
+        interval = ws.test_episode_interval if test_episode_interval is None else test_episode_interval
         expert = self.expert if expert is None else expert
         episode = 0
-        while episode < nb_episodes and not self._stop.is_set():
-            if interval and episode and episode % interval == 0 and not expert:
-                self.run_episode(train=False)
-            self.collect_train_episode()
-            self.send_and_clear_buffer()
-            if not expert:
-                self.update_actor_weights(verbose=verbose, blocking=False)
-            episode += 1
+        with self._loop():
+            while episode < nb_episodes and not self._stop.is_set():
+                if interval and episode and episode % interval == 0 and not expert:
+                    self.run_episode(train=False)
+                self.collect_train_episode()
+                self.send_and_clear_buffer()
+                if not expert:
+                    self.update_actor_weights(verbose=verbose, blocking=False)
+                episode += 1
 
     def run_synchronous(
         self,
@@ -333,31 +359,48 @@ class RolloutWorker:
         """Collect episodes, but at most ``max_steps_per_update`` env steps per received model (checked at the end
         of each episode, since buffers hold whole episodes), after ``initial_steps`` free steps (default: the
         trainer's ``training.start_training``). For non-real-time environments that step faster than training."""
-        interval = self.settings.worker.test_episode_interval if test_episode_interval is None else test_episode_interval
-        bound = self.settings.worker.max_env_steps_per_model if max_steps_per_update is None else max_steps_per_update
+        ws = self.settings.worker
+        interval = ws.test_episode_interval if test_episode_interval is None else test_episode_interval
+        bound = ws.max_env_steps_per_model if max_steps_per_update is None else max_steps_per_update
         initial = self.settings.training.start_training if initial_steps is None else initial_steps
         steps_total, since_model, episode = 0, 0, 0
-        while steps_total < nb_steps and not self._stop.is_set():
-            if interval and episode and episode % interval == 0 and not self.expert:
-                self.run_episode(train=False)
-            _, steps = self.collect_train_episode()
-            self.send_and_clear_buffer()
-            steps_total += steps
-            since_model += steps
-            episode += 1
-            if self.expert:
-                continue
-            must_wait = bool(bound) and steps_total >= initial and since_model >= bound
-            while not self._stop.is_set():
-                if self.update_actor_weights(verbose=verbose, blocking=must_wait, timeout=0.5):
-                    since_model = 0
-                    break
-                if not must_wait:
-                    break
+        with self._loop():
+            while steps_total < nb_steps and not self._stop.is_set():
+                if interval and episode and episode % interval == 0 and not self.expert:
+                    self.run_episode(train=False)
+                _, steps = self.collect_train_episode()
+                self.send_and_clear_buffer()
+                steps_total += steps
+                since_model += steps
+                episode += 1
+                if self.expert:
+                    continue
+                must_wait = bool(bound) and steps_total >= initial and since_model >= bound
+                while not self._stop.is_set():
+                    if self.update_actor_weights(verbose=verbose, blocking=must_wait, timeout=0.5):
+                        since_model = 0
+                        break
+                    if not must_wait:
+                        break
 
-    def stop(self) -> None:
-        """Ask the running loop to return at the end of the current episode (thread-safe)."""
+    @contextlib.contextmanager
+    def _loop(self) -> Iterator[None]:
+        """Marks a running loop: :meth:`stop` can wait for it; a stop between two steps ends it quietly."""
+        self._loop_thread = threading.current_thread()
+        self._loop_done.clear()
+        try:
+            yield
+        except _Stopped:
+            self.buffer = Buffer(maxlen=self.buffer.maxlen)  # a partial episode is never sent
+        finally:
+            self._loop_done.set()
+
+    def stop(self, wait: float | None = None) -> None:
+        """Ask the running loop to return before its next step, dropping the unfinished episode (thread-safe);
+        ``wait``: seconds to wait for it to return (not when called from the loop's own thread)."""
         self._stop.set()
+        if wait and self._loop_thread is not threading.current_thread():
+            self._loop_done.wait(wait)
 
     def close(self) -> None:
         """Disconnect and close the environment."""

@@ -88,8 +88,18 @@ def run(
     console = Console(stderr=False)
     display = ProgressDisplay(console, p, workers or p.settings.worker.count)
     t0 = time.monotonic()
+    def announce(trainer: Any) -> None:
+        t = trainer.training
+        if trainer.resumed:
+            console.print(
+                f"resuming run {p.settings.run.name} at epoch {t.epoch} round {t.round} ({t.env_steps} env steps, "
+                f"{len(t.memory)} transitions in memory)",
+                highlight=False,
+            )
+
+    level = "INFO" if verbose else "WARNING"
     with display:
-        result = run_local(p, workers=workers, on_round=display.update, worker_log_level="INFO" if verbose else "WARNING")
+        result = run_local(p, workers=workers, on_round=display.update, on_start=announce, worker_log_level=level)
     s = p.settings
     last = result.history[-1] if result.history else {}
     console.print(
