@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -42,3 +43,39 @@ class GenericTorchMemory(TorchMemory):
         prev, cur = self.samples[k - 1], self.samples[k]
         act, new_obs, rew, terminated, truncated, info = cur
         return prev[1], act, rew, new_obs, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        """The samples encoded with the wire codec (one uint8 array: samples must be codec values), the sampler's
+        RNG state and the statistics."""
+        from tmrl_core import codec
+
+        return {
+            "format": "tmrl-generic-memory",
+            "version": 1,
+            "samples": np.frombuffer(codec.encode(self.samples), dtype=np.uint8).copy(),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "total_samples": self.total_samples,
+            "stats": {
+                name: getattr(self, name)
+                for name in ("stat_train_return", "stat_test_return", "stat_train_steps", "stat_test_steps")
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from tmrl_core import codec
+        from tmrl_core.errors import CheckpointError
+
+        if state.get("format") != "tmrl-generic-memory" or state.get("version") != 1:
+            raise CheckpointError("not a GenericTorchMemory state", hint="was it written by another memory?")
+        self.samples, self.done = [], []
+        self.append_buffer(_AsBuffer(codec.decode(np.asarray(state["samples"], dtype=np.uint8).tobytes())))
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.total_samples = int(state["total_samples"])
+        for name, value in state["stats"].items():
+            setattr(self, name, value)
+
+
+class _AsBuffer(Buffer):
+    def __init__(self, samples: list[Any]) -> None:
+        super().__init__(maxlen=max(1, len(samples)))
+        self.memory = [tuple(s) for s in samples]
