@@ -65,7 +65,6 @@ class RedqSacAgent(SacAgent):
         # elementwise, so it is exactly N separate optimisers, in one pass.
         super().__init__(observation_space, action_space, device, encoder, settings)
         self.actor_updates = 0
-        self._last_actor_metrics: dict[str, torch.Tensor] = {}
 
     def num_critics(self) -> int:
         """``N``."""
@@ -107,6 +106,14 @@ class RedqSacAgent(SacAgent):
         self.critic_optimizer.step()
         self.train_steps += 1
 
+        metrics = {
+            "loss_critic": loss_q.detach(),
+            "entropy_coef": alpha,
+            "q_mean": q.detach().mean(),
+            "q_std_ensemble": q.detach().std(dim=0).mean(),
+            "backup_mean": y.mean(),
+        }
+
         if self.train_steps % g == 0:
             # actor: minimise alpha * logp(pi | o) - (1/N) sum_i Q_i(o, pi) (critic weights held fixed)
             pi, logp_pi = self.actor(o)
@@ -117,22 +124,14 @@ class RedqSacAgent(SacAgent):
             self.actor_optimizer.step()
             loss_alpha = self.entropy.update(logp_pi)
             self.actor_updates += 1
-            self._last_actor_metrics = {"loss_actor": loss_pi.detach(), "logp_pi": logp_pi.detach().mean()}
+            metrics.update(loss_actor=loss_pi.detach(), logp_pi=logp_pi.detach().mean())
             if loss_alpha is not None:
-                self._last_actor_metrics["loss_entropy_coef"] = loss_alpha
+                metrics["loss_entropy_coef"] = loss_alpha
 
         # target critics: theta_targ_i <- polyak * theta_targ_i + (1 - polyak) * theta_i, all i at once
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), polyak)
-
-        # the actor's metrics are those of its latest update (from the first one on), so the keys stay stable
-        return metrics_to_floats(
-            loss_critic=loss_q.detach(),
-            entropy_coef=alpha,
-            q_mean=q.detach().mean(),
-            q_std_ensemble=q.detach().std(dim=0).mean(),
-            backup_mean=y.mean(),
-            **self._last_actor_metrics,
-        )
+        # the actor's metrics come with the calls that update it (the Trainer averages each key over its values)
+        return metrics_to_floats(**metrics)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -143,4 +142,3 @@ class RedqSacAgent(SacAgent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.actor_updates = int(state["actor_updates"])
-        self._last_actor_metrics = {}

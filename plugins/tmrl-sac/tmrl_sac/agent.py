@@ -415,12 +415,14 @@ class SacAgent(TrainingAgent):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (copied: nothing is shared with ``state`` afterwards)."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        # torch optimisers keep the given state tensors by reference; copies keep the source agent independent
+        self.actor_optimizer.load_state_dict(copy.deepcopy(state["actor_optimizer"]))
+        self.critic_optimizer.load_state_dict(copy.deepcopy(state["critic_optimizer"]))
         with torch.no_grad():
             self.entropy.log_alpha.copy_(state["log_alpha"])
-        self.entropy.load_optimizer_state(state["entropy_optimizer"])
+        self.entropy.load_optimizer_state(copy.deepcopy(state["entropy_optimizer"]))
         self.train_steps = int(state["train_steps"])
