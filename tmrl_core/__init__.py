@@ -63,13 +63,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from tmrl_core.agents import ActorModule, TorchActorModule, TrainingAgent
-    from tmrl_core.buffer import Buffer
-    from tmrl_core.envs import GenericGymEnv
-    from tmrl_core.memory import GenericTorchMemory, TorchMemory
-    from tmrl_core.plugins import get_component, get_plugin_manager
-    from tmrl_core.server import Server
-    from tmrl_core.settings import Settings, load_settings
-    from tmrl_core.trainer import Trainer, TorchTrainingOffline
-    from tmrl_core.util import partial, prod
-    from tmrl_core.worker import RolloutWorker
+    from tmrl_core.agents import ActorModule as ActorModule
+    from tmrl_core.agents import TorchActorModule as TorchActorModule
+    from tmrl_core.agents import TrainingAgent as TrainingAgent
+    from tmrl_core.buffer import Buffer as Buffer
+    from tmrl_core.envs import GenericGymEnv as GenericGymEnv
+    from tmrl_core.memory import GenericTorchMemory as GenericTorchMemory
+    from tmrl_core.memory import TorchMemory as TorchMemory
+    from tmrl_core.plugins import get_component as get_component
+    from tmrl_core.plugins import get_plugin_manager as get_plugin_manager
+    from tmrl_core.server import Server as Server
+    from tmrl_core.settings import Settings as Settings
+    from tmrl_core.settings import load_settings as load_settings
+    from tmrl_core.trainer import TorchTrainingOffline as TorchTrainingOffline
+    from tmrl_core.trainer import Trainer as Trainer
+    from tmrl_core.util import partial as partial
+    from tmrl_core.util import prod as prod
+    from tmrl_core.worker import RolloutWorker as RolloutWorker

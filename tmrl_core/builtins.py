@@ -5,7 +5,8 @@ Only specs live here: every factory is a ``"module:attr"`` string, so listing th
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tmrl_core.hookspecs import hookimpl
 from tmrl_core.specs import CompressorSpec, EnvSpec, MemorySpec, TransportSpec

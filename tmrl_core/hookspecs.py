@@ -12,7 +12,7 @@ its ``pyproject.toml``::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -7,14 +7,14 @@ component is used (:meth:`ComponentSpec.load`), so listing plugins never imports
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, ClassVar
 
 from tmrl_core.errors import PluginError
 
 #: A factory, or a ``"package.module:attribute"`` path to one, resolved on first use.
-Ref = Union[str, Callable[..., Any]]
+Ref = str | Callable[..., Any]
 
 
 def resolve(ref: Ref, *, what: str = "factory") -> Any:
