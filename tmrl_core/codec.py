@@ -252,41 +252,36 @@ class _Encoder:
             raise CodecError(f"cannot encode: {error}", hint="integers must fit in 64 bits") from error
         except (TypeError, ValueError, UnicodeEncodeError) as error:
             raise CodecError(f"cannot encode: {error}") from error
-        _check_keys_encodable(structure, value)
+        if isinstance(value, _CONTAINERS):
+            _check_keys_encodable(value)
         body_length = _U64.size + len(structure) + self.offset
         # one copy of every array: join reads each array's buffer directly
         return b"".join((_pack_header(kind, body_length), _U64.pack(len(structure)), structure, *self.chunks))
 
 
-def _check_keys_encodable(structure: bytes, value: Any) -> None:
+_CONTAINERS = (list, tuple, dict)
+
+
+def _check_keys_encodable(value: Any) -> None:
     """Refuse at encode time any dict key the decoder would refuse (only str and int keys decode).
 
-    Checked by decoding the structure section's skeleton only when a non-str key could be present: msgpack packs
-    plain dicts natively, so the key types are cheapest to check here rather than by walking the value.
+    msgpack packs plain dicts natively (``default`` never sees them), so their keys are checked by walking the
+    containers of ``value``; leaves are not visited. Called after packing succeeded, so the value is known to be
+    acyclic and at most msgpack's nesting limit deep.
     """
-    # Fast path: the decoder is strict about keys; running its key check over the packed structure (no arrays are
-    # materialised: extension records are skipped) costs a fraction of the encode.
-    try:
-        msgpack.unpackb(
-            structure,
-            raw=False,
-            strict_map_key=False,
-            object_pairs_hook=_encode_side_pairs,
-            ext_hook=_skip_ext,
-            use_list=False,
-        )
-    except CodecError as error:
-        raise CodecError(error.message, hint="dict keys must be str or int") from None
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    raise CodecError(f"cannot encode a dict key of type {type(key).__name__}", hint=_KEYS_HINT)
+            stack.extend([child for child in item.values() if isinstance(child, _CONTAINERS)])
+        else:
+            stack.extend([child for child in item if isinstance(child, _CONTAINERS)])
 
 
-def _encode_side_pairs(pairs: list[tuple[Any, Any]]) -> None:
-    for key, _ in pairs:
-        if type(key) is not str and type(key) is not int:
-            raise CodecError(f"cannot encode a dict key of type {type(key).__name__}")
-
-
-def _skip_ext(code: int, data: bytes) -> None:
-    return None
+_KEYS_HINT = "dict keys must be str or int"
 
 
 class _Decoder:
