@@ -73,8 +73,10 @@ def ring_state_dict(memory: RingMemory) -> dict[str, Any]:
     arrays: dict[str, np.ndarray] = state["arrays"]
     for j, column in enumerate(memory._leaves):
         arrays[f"leaf.{j}"] = column[slots]
-    for name in ("act", "rew", "terminated", "truncated", "first", "step"):
+    for name in ("act", "rew", "first", "step"):
         arrays[name] = getattr(memory, f"_{name}")[slots]
+    arrays["terminated"] = memory._terminated[slots] > 0
+    arrays["truncated"] = memory._truncated[slots] > 0
     meta["hist"] = []
     for h, hist in enumerate(memory._hist):
         first_row = _oldest_row(memory, h)
@@ -148,10 +150,14 @@ def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
         column = np.empty((c, *leaf.shape[1:]), dtype=leaf.dtype)
         column[slots] = leaf
         memory._leaves.append(column)
-    for name, values in columns.items():
-        column = np.zeros((c, *values.shape[1:]), dtype=values.dtype)
-        column[slots] = values
-        setattr(memory, f"_{name}", column)
+    memory._act = np.empty((c, *columns["act"].shape[1:]), dtype=columns["act"].dtype)
+    memory._act[slots] = columns["act"]
+    memory._first = np.zeros(c, dtype=bool)
+    memory._first[slots] = columns["first"]
+    memory._scalars = np.zeros((c, 3), dtype=np.float32)
+    memory._rew, memory._terminated, memory._truncated = (memory._scalars[:, j] for j in range(3))
+    for name in ("rew", "terminated", "truncated"):
+        getattr(memory, f"_{name}")[slots] = columns[name]
     memory._step = np.zeros(c, dtype=np.int64)
     memory._step[slots] = step
     memory._info = np.full(c, None, dtype=object)

@@ -146,7 +146,8 @@ class _RowStore:
         self.head += n
 
     def take(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.take(self.rows, positions % self.capacity, axis=0, out=out, mode="clip")
+        # mode="wrap" is the ring's modulo (positions are never negative)
+        return self.rows.take(positions, axis=0, out=out, mode="wrap")
 
     def export(self, first: int) -> np.ndarray:
         return self.rows[np.arange(first, self.head) % self.capacity]
@@ -295,9 +296,9 @@ class RingMemory(TorchMemory):
         self._leaves = [np.empty((c, *np.shape(x)), dtype=np.asarray(x).dtype) for x in leaves]
         act = np.asarray(act)
         self._act = np.empty((c, *act.shape), dtype=act.dtype)
-        self._rew = np.zeros(c, dtype=np.float32)
-        self._terminated = np.zeros(c, dtype=bool)
-        self._truncated = np.zeros(c, dtype=bool)
+        # reward, terminated, truncated side by side: batches gather the three at once, already as float32
+        self._scalars = np.zeros((c, 3), dtype=np.float32)
+        self._rew, self._terminated, self._truncated = (self._scalars[:, j] for j in range(3))
         self._first = np.zeros(c, dtype=bool)
         self._step = np.zeros(c, dtype=np.int64)
         self._info = np.full(c, None, dtype=object)
@@ -458,30 +459,35 @@ class RingMemory(TorchMemory):
         """Bytes held by the storage arrays (rings and history rows; info dicts not counted)."""
         if not self._ready:
             return 0
-        arrays = [*self._leaves, self._act, self._rew, self._terminated, self._truncated, self._first, self._step]
+        arrays = [*self._leaves, self._act, self._scalars, self._first, self._step]
         arrays += [self._valid, self._info]
         for hist in self._hist:
             arrays += [hist.store.rows, hist.newest, hist.floor]
         return int(sum(a.nbytes for a in arrays))
 
     # -- gathering -----------------------------------------------------------------------------------------------
-    def _positions(self, indices: np.ndarray) -> np.ndarray:
+    def _positions(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         n = len(self)
-        if indices.size and (indices.min() < 0 or indices.max() >= n):
+        if check and indices.size and (indices.min() < 0 or indices.max() >= n):
             raise IndexError(f"transition index out of range(0, {n})")
         return self._valid[(self._vtail + indices) % self.capacity]
 
-    def _gather(self, positions: np.ndarray, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray]) -> dict:
-        """Numpy arrays of the transitions ending at absolute sample positions ``positions``."""
+    def _gather(
+        self, positions: np.ndarray, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None
+    ) -> dict:
+        """Numpy arrays of the transitions ending at absolute sample positions ``positions`` (into arrays from
+        ``alloc(shape, dtype)`` when given, e.g. pinned memory)."""
         c = self.capacity
         new_slots = positions % c
-        prev_slots = (positions - 1) % c
+        prev_slots = new_slots - 1
+        prev_slots[prev_slots < 0] += c
         b = len(positions)
 
         def take(src: np.ndarray, slots: np.ndarray) -> np.ndarray:
-            out = alloc((b, *src.shape[1:]), src.dtype)
-            return np.take(src, slots, axis=0, out=out, mode="clip")
+            if alloc is None:
+                return src.take(slots, axis=0)
+            return src.take(slots, axis=0, out=alloc((b, *src.shape[1:]), src.dtype), mode="clip")
 
         prev_leaves = [take(col, prev_slots) for col in self._leaves]
         new_leaves = [take(col, new_slots) for col in self._leaves]
@@ -491,16 +497,18 @@ class RingMemory(TorchMemory):
             newest = hist.newest[new_slots]
             floor = hist.floor[new_slots]
             rows = np.maximum(newest[:, None] + np.arange(-n, 1)[None, :], floor[:, None])
-            out = alloc((b, n + 1, *hist.store.row_shape), hist.store.dtype)
+            out = None if alloc is None else alloc((b, n + 1, *hist.store.row_shape), hist.store.dtype)
             windows.append(hist.store.take(rows, out=out))
+        scalars = take(self._scalars, new_slots)
         return {
             "prev": prev_leaves,
             "new": new_leaves,
             "windows": windows,
             "act": take(self._act, new_slots),
-            "rew": take(self._rew, new_slots),
-            "terminated": take(self._terminated, new_slots),
-            "truncated": take(self._truncated, new_slots),
+            "scalars": scalars,
+            "rew": scalars[:, 0],
+            "terminated": scalars[:, 1],
+            "truncated": scalars[:, 2],
             "slots": new_slots,
         }
 
@@ -524,7 +532,7 @@ class RingMemory(TorchMemory):
             )
 
     def get_transition(self, item: int) -> tuple[Any, ...]:
-        g = self._gather(self._positions(np.array([item])), lambda shape, dtype: np.empty(shape, dtype))
+        g = self._gather(self._positions(np.array([item])))
         wins = [w[0] for w in g["windows"]]
         prev_obs = _assemble(self._structure, [x[0] for x in g["prev"]], self._hist_views(wins, 0, False), False)
         new_obs = _assemble(self._structure, [x[0] for x in g["new"]], self._hist_views(wins, 1, False), False)
@@ -540,36 +548,30 @@ class RingMemory(TorchMemory):
         )
 
     def _make_batch(self, positions: np.ndarray) -> tuple[Any, ...]:
-        # the tensors torch allocated (pinned ones must stay owned by torch's host allocator until copied)
+        # pinned tensors must stay owned by torch's host allocator (it keeps them alive until the copy is done)
         owners: dict[int, torch.Tensor] = {}
-        pin = self.pin_memory
 
         def alloc(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-            t = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], pin_memory=pin)
+            t = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], pin_memory=True)
             view = t.numpy()
             owners[id(view)] = t
             return view
 
-        g = self._gather(positions, alloc)
+        g = self._gather(positions, alloc if self.pin_memory else None)
         if self.crc_debug:
             self._check_crc(g)
 
         def convert(array: np.ndarray, float32: bool = False) -> torch.Tensor:
-            return self._to_device(owners[id(array)], float32)
+            t = owners.get(id(array))
+            return self._to_device(torch.from_numpy(array) if t is None else t, float32)
 
         prev = [convert(x) for x in g["prev"]]
         new = [convert(x) for x in g["new"]]
         windows = [convert(w) for w in g["windows"]]
         obs = _assemble(self._structure, prev, self._hist_views(windows, 0, True), True)
         next_obs = _assemble(self._structure, new, self._hist_views(windows, 1, True), True)
-        batch = (
-            obs,
-            convert(g["act"], float32=True),
-            convert(g["rew"]),
-            next_obs,
-            convert(g["terminated"]),
-            convert(g["truncated"]),
-        )
+        scalars = convert(g["scalars"])
+        batch = (obs, convert(g["act"], float32=True), scalars[:, 0], next_obs, scalars[:, 1], scalars[:, 2])
         if self.batch_preprocessor is not None:
             batch = tuple(self.batch_preprocessor(*batch))
         return batch
@@ -592,15 +594,15 @@ class RingMemory(TorchMemory):
         if len(self) == 0:
             raise IndexError("cannot sample from an empty memory")
         if not self._prefetch:
-            return self._make_batch(self._positions(self.sample_indices()))
+            return self._make_batch(self._positions(self.sample_indices(), check=False))
         if self._pending is None:
-            batch = self._make_batch(self._positions(self.sample_indices()))
+            batch = self._make_batch(self._positions(self.sample_indices(), check=False))
         else:
             future, _ = self._pending
             self._pending = None
             batch = future.result()
         state = self.rng.bit_generator.state
-        positions = self._positions(self.sample_indices())
+        positions = self._positions(self.sample_indices(), check=False)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmrl-prefetch")
         self._pending = (self._executor.submit(self._make_batch, positions), state)
@@ -662,8 +664,8 @@ class RingMemory(TorchMemory):
             ),
             "act": self._act[slots],
             "rew": self._rew[slots],
-            "terminated": self._terminated[slots],
-            "truncated": self._truncated[slots],
+            "terminated": self._terminated[slots] > 0,
+            "truncated": self._truncated[slots] > 0,
             "reset": reset,
         }
         for j, column in enumerate(columns):
