@@ -56,6 +56,21 @@ class Lidar:
         self._flat = np.where(self._inside, ys * width + xs, 0)
         #: beam lengths when nothing stops them: up to the frame edge
         self.edge_lengths = self._inside.sum(axis=1).astype(np.float32)
+        # per channel count: indices into the flattened frame of the colour channels every beam crosses, channel
+        # first. A 1-D gather is ten times faster than indexing the pixel axis of an (H * W, C) array, and reducing
+        # over a leading axis of 3 is a hundred times faster than over a trailing one.
+        self._gathers: dict[int, np.ndarray] = {}
+
+    def _gather_index(self, channels: int) -> np.ndarray:
+        index = self._gathers.get(channels)
+        if index is None:
+            if channels:
+                used = np.arange(min(channels, 3))[:, None, None]
+                index = self._flat[None] * channels + used
+            else:
+                index = self._flat
+            self._gathers[channels] = index
+        return index
 
     @property
     def nb_beams(self) -> int:
@@ -65,12 +80,10 @@ class Lidar:
         """Beam lengths in pixels, ``(nb_beams,)`` float32, for one frame."""
         if frame.shape[0] != self.height or frame.shape[1] != self.width:
             raise ValueError(f"this Lidar reads {self.width}x{self.height} frames, got {frame.shape[1]}x{frame.shape[0]}")
-        if frame.ndim == 2:
-            pixels = frame.reshape(-1)[self._flat]
-            dark = pixels < self.black_threshold
-        else:
-            pixels = frame.reshape(-1, frame.shape[2])[self._flat, :3]
-            dark = pixels.max(axis=-1) < self.black_threshold
+        pixels = np.ascontiguousarray(frame).reshape(-1)[self._gather_index(frame.shape[2] if frame.ndim == 3 else 0)]
+        if frame.ndim == 3:
+            pixels = pixels.max(axis=0)  # all channels below the threshold <=> the brightest one is
+        dark = pixels < self.black_threshold
         stop = dark | ~self._inside
         # every row has a stop (the padding past the frame edge), so argmax finds the first one
         return stop.argmax(axis=1).astype(np.float32)
