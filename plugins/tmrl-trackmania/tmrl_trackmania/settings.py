@@ -7,7 +7,7 @@ each description), plus the control backend, the telemetry address and the simul
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -78,15 +78,21 @@ class TrackmaniaSettings(Section):
     )
 
     # -- rtgym timing ---------------------------------------------------------------------------------------------
-    time_step_duration: float = Field(0.05, gt=0.0, description="Target duration of a time step in s.")
-    start_obs_capture: float = Field(0.04, ge=0.0, description="The observation is captured this long into a step (s).")
-    time_step_timeout_factor: float = Field(
-        1.0, ge=0.0, description="Allowed lateness of a step, in steps, before rtgym counts a timeout."
+    time_step_duration: float = Field(0.05, gt=0.0, description="Target duration of a time step in s (RTGYM_CONFIG).")
+    start_obs_capture: float = Field(
+        0.04, ge=0.0, description="The observation is captured this long into a step, in s (RTGYM_CONFIG)."
     )
-    ep_max_length: int = Field(1000, ge=1, description="rtgym truncates episodes after this many steps.")
-    act_buf_len: int = Field(2, ge=1, description="Past actions included in each observation (the action buffer).")
-    wait_on_done: bool = Field(True, description="Pause (release the controls, respawn) when an episode ends.")
-    benchmark: bool = Field(False, description="Let rtgym measure its timings (env.benchmarks()).")
+    time_step_timeout_factor: float = Field(
+        1.0, ge=0.0, description="Allowed lateness of a step, in steps, before rtgym counts a timeout (RTGYM_CONFIG)."
+    )
+    ep_max_length: int = Field(1000, ge=1, description="rtgym truncates episodes after this many steps (RTGYM_CONFIG).")
+    act_buf_len: int = Field(
+        2, ge=1, description="Past actions included in each observation, the action buffer (RTGYM_CONFIG)."
+    )
+    wait_on_done: bool = Field(
+        True, description="Pause between episodes: release the controls, dismiss the finish screen (RTGYM_CONFIG)."
+    )
+    benchmark: bool = Field(False, description="Let rtgym measure its timings, see env.benchmarks() (RTGYM_CONFIG).")
     sleep_time_at_reset: float = Field(
         1.5, ge=0.0, description="Seconds to wait after a respawn, for the green light (SLEEP_TIME_AT_RESET)."
     )
@@ -130,11 +136,60 @@ class TrackmaniaSettings(Section):
             )
         return self
 
+    @classmethod
+    def migrate_original(cls, original: dict[str, Any]) -> dict[str, Any]:
+        """This section's values from an original tmrl ``config.json`` (used by ``tmrl config migrate``)."""
+        env = original.get("ENV") or {}
+        rtgym = env.get("RTGYM_CONFIG") or {}
+        reward = {**env, **(env.get("REWARD_CONFIG") or {})}  # REWARD_CONFIG keys, also accepted directly in ENV
+        out: dict[str, Any] = {}
+        for key, name in _ORIGINAL_ENV_KEYS.items():
+            if key in env:
+                out[name] = env[key]
+        for name in _ORIGINAL_RTGYM_KEYS:
+            if name in rtgym:
+                out[name] = rtgym[name]
+        for key, name in _ORIGINAL_REWARD_KEYS.items():
+            if key in reward:
+                out[name] = reward[key]
+        if "VIRTUAL_GAMEPAD" in original:
+            out["backend"] = "gamepad" if original["VIRTUAL_GAMEPAD"] else "keyboard"
+        return out
+
     def effective_port(self) -> int:
         """The telemetry port to connect to (0 means: let the simulator pick a free one)."""
         if self.telemetry_port is not None:
             return self.telemetry_port
         return 0 if self.backend == "simulated" else DEFAULT_PLUGIN_PORT
+
+
+_ORIGINAL_ENV_KEYS = {
+    "WINDOW_WIDTH": "window_width",
+    "WINDOW_HEIGHT": "window_height",
+    "IMG_WIDTH": "img_width",
+    "IMG_HEIGHT": "img_height",
+    "IMG_GRAYSCALE": "grayscale",
+    "SLEEP_TIME_AT_RESET": "sleep_time_at_reset",
+    "IMG_HIST_LEN": "history_length",
+}
+_ORIGINAL_RTGYM_KEYS = (
+    "time_step_duration",
+    "start_obs_capture",
+    "time_step_timeout_factor",
+    "act_buf_len",
+    "benchmark",
+    "wait_on_done",
+    "ep_max_length",
+)
+_ORIGINAL_REWARD_KEYS = {
+    "END_OF_TRACK": "end_of_track",
+    "CONSTANT_PENALTY": "constant_penalty",
+    "CHECK_FORWARD": "check_forward",
+    "CHECK_BACKWARD": "check_backward",
+    "FAILURE_COUNTDOWN": "failure_countdown",
+    "MIN_STEPS": "min_steps",
+    "MAX_STRAY": "max_stray",
+}
 
 
 def coerce_settings(settings: TrackmaniaSettings | dict | None = None, **overrides: object) -> TrackmaniaSettings:
