@@ -351,15 +351,19 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    # once: a second signal must not interrupt the cleanup that the first one started
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def worker_process_main(stdin: Any = None) -> int:
     """Entry point of a worker process: reads ``{"env", "algo", "settings", "index", "parent_pid"}`` as JSON on
     stdin, runs the worker until SIGTERM/SIGINT (or the parent's death)."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     spec = json.loads((stdin or sys.stdin).read())
     _watch_parent(int(spec["parent_pid"]))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(
         level=spec.get("log_level", "WARNING"), format=f"[worker-{spec['index']}] %(levelname)s %(name)s: %(message)s"
     )
@@ -515,6 +519,10 @@ def evaluate_policy(
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["worker"]:
-        sys.exit(worker_process_main())
+        try:
+            code = worker_process_main()
+        except KeyboardInterrupt:  # stopped while starting (e.g. importing torch)
+            code = 0
+        sys.exit(code)
     print("usage: python -m tmrl_core.pipeline worker  (reads its spec as JSON on stdin)", file=sys.stderr)
     sys.exit(2)
