@@ -115,18 +115,20 @@ class RedqSacAgent(SacAgent):
         }
 
         if self.train_steps % g == 0:
-            # actor: minimise alpha * logp(pi | o) - (1/N) sum_i Q_i(o, pi) (critic weights held fixed)
+            # actor: minimise alpha * logp(pi | o) - (1/N) sum_i Q_i(o, pi) (critic weights held fixed);
+            # alpha: minimise -log(alpha) * (logp(pi | o) + target entropy); one backward pass for both
             pi, logp_pi = self.actor(o)
             q_pi = self.critic(o, pi, detach_params=True).mean(dim=0)
             loss_pi = (alpha * logp_pi - q_pi).mean()
+            loss_alpha = self.entropy.loss(logp_pi)
             self.actor_optimizer.zero_grad(set_to_none=True)
-            loss_pi.backward()
+            (loss_pi if loss_alpha is None else loss_pi + loss_alpha).backward()
             self.actor_optimizer.step()
-            loss_alpha = self.entropy.update(logp_pi)
+            self.entropy.step()
             self.actor_updates += 1
             metrics.update(loss_actor=loss_pi.detach(), logp_pi=logp_pi.detach().mean())
             if loss_alpha is not None:
-                metrics["loss_entropy_coef"] = loss_alpha
+                metrics["loss_entropy_coef"] = loss_alpha.detach()
 
         # target critics: theta_targ_i <- polyak * theta_targ_i + (1 - polyak) * theta_i, all i at once
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), polyak)

@@ -276,16 +276,18 @@ class EntropyCoefficient(nn.Module):
         """The current ``alpha`` (a detached scalar tensor)."""
         return self.log_alpha.detach().exp()
 
-    def update(self, logp_pi: torch.Tensor) -> torch.Tensor | None:
-        """One gradient step on ``log(alpha)`` from the current policy's log-densities; returns the loss (None when
-        alpha is fixed)."""
+    def loss(self, logp_pi: torch.Tensor) -> torch.Tensor | None:
+        """``-log(alpha) * (logp + target_entropy)`` averaged over the batch (None when alpha is fixed); its gradient
+        reaches ``log(alpha)`` only, so it can be backpropagated together with the actor's loss."""
         if self.optimizer is None:
             return None
-        loss_alpha = -(self.log_alpha * (logp_pi.detach() + self.target_entropy)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_alpha.backward()
-        self.optimizer.step()
-        return loss_alpha.detach()
+        return -(self.log_alpha * (logp_pi.detach() + self.target_entropy)).mean()
+
+    def step(self) -> None:
+        """Apply the gradient that backpropagating :meth:`loss` left on ``log(alpha)``, then clear it."""
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
 
     def optimizer_state(self) -> dict[str, Any] | None:
         return None if self.optimizer is None else self.optimizer.state_dict()
@@ -359,10 +361,9 @@ class SacAgent(TrainingAgent):
         o, a, r, o2, d, _truncated = batch
         gamma, polyak = self.settings.gamma, self.settings.polyak
 
-        # policy on o: its log-density drives alpha, and the action is reused for the actor's loss below
+        # policy on o: the action and its log-density serve the actor's and alpha's losses below
         pi, logp_pi = self.actor(o)
         alpha = self.entropy.value()
-        loss_alpha = self.entropy.update(logp_pi)
 
         # critic target: y = r + gamma * (1 - d) * (min_i Q_targ_i(o2, a2) - alpha * logp(a2 | o2)),  a2 ~ pi(o2)
         with torch.no_grad():
@@ -377,12 +378,16 @@ class SacAgent(TrainingAgent):
         loss_q.backward()
         self.critic_optimizer.step()
 
-        # actor: minimise alpha * logp(pi | o) - min_i Q_i(o, pi) through the updated critics (weights held fixed)
+        # actor: minimise alpha * logp(pi | o) - min_i Q_i(o, pi) through the updated critics (weights held fixed);
+        # alpha: minimise -log(alpha) * (logp(pi | o) + target entropy). One backward pass serves both losses, as
+        # each reaches its own parameters only.
         q_pi = self.critic(o, pi, detach_params=True).min(dim=0).values
         loss_pi = (alpha * logp_pi - q_pi).mean()
+        loss_alpha = self.entropy.loss(logp_pi)
         self.actor_optimizer.zero_grad(set_to_none=True)
-        loss_pi.backward()
+        (loss_pi if loss_alpha is None else loss_pi + loss_alpha).backward()
         self.actor_optimizer.step()
+        self.entropy.step()
 
         # target critics: theta_targ <- polyak * theta_targ + (1 - polyak) * theta
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), polyak)
@@ -397,7 +402,7 @@ class SacAgent(TrainingAgent):
             "logp_pi": logp_pi.detach().mean(),
         }
         if loss_alpha is not None:
-            metrics["loss_entropy_coef"] = loss_alpha
+            metrics["loss_entropy_coef"] = loss_alpha.detach()
         return metrics_to_floats(**metrics)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
