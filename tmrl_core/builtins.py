@@ -16,10 +16,10 @@ from tmrl_core.specs import CompressorSpec, EnvSpec, MemorySpec, TransportSpec
 PENDULUM_DEFAULT_SETTINGS: dict[str, Any] = {
     "training": {
         "rounds_per_epoch": 10,
-        "steps_per_round": 500,
-        "start_training": 1000,
+        "steps_per_round": 200,
+        "start_training": 500,
         "max_training_steps_per_env_step": 1.0,
-        "update_model_interval": 100,
+        "update_model_interval": 200,
         "update_buffer_interval": 20,
     },
     "worker": {"max_env_steps_per_model": 200, "test_episode_interval": 5},

@@ -258,8 +258,11 @@ class TorchTrainingOffline:
         return time.perf_counter() - t0
 
     # -- epochs and rounds ----------------------------------------------------------------------------------------
-    def run_epoch(self, interface: Any = None) -> list[dict[str, Any]]:
-        """Run the rest of the current epoch (all its rounds, or until stop / budget); returns per-round metrics."""
+    def run_epoch(
+        self, interface: Any = None, on_round: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run the rest of the current epoch (all its rounds, or until stop / budget); returns per-round metrics,
+        also given to ``on_round`` as soon as each round ends."""
         interface = interface if interface is not None else _Interface()
         if self.agent_scheduler is not None and self.round == 0:
             self.agent_scheduler(self.agent, self.epoch)
@@ -269,6 +272,8 @@ class TorchTrainingOffline:
         stats = []
         while self.round < self.rounds and not self.finished and not self.stop_event.is_set():
             stats.append(self.run_round(interface))
+            if on_round is not None:
+                on_round(stats[-1])
         if self.round >= self.rounds:
             self.epoch += 1
             self.round = 0
@@ -549,8 +554,11 @@ class Trainer:
                 self.interface.broadcast_model(training.agent.get_actor())
             while training.epoch < training.epochs and not training.finished and not training.stop_event.is_set():
                 epoch = training.epoch
-                for record in training.run_epoch(self.interface):
-                    self._log(record)
+                if _accepts(training.run_epoch, "on_round"):
+                    training.run_epoch(self.interface, on_round=self._log)
+                else:  # a training class of its own: its records arrive at the end of the epoch
+                    for record in training.run_epoch(self.interface):
+                        self._log(record)
                 if training.epoch != epoch and self.checkpoint_path is not None:
                     self.save_checkpoint()
             if training.stop_event.is_set():
