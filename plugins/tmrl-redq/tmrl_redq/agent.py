@@ -26,8 +26,10 @@ __all__ = ["RedqSacAgent", "RedqSettings"]
 class RedqSettings(SacSettings):
     """Hyperparameters of REDQ-SAC: SAC's, plus the ensemble's (the paper's N, M and G)."""
 
-    n: int = Field(10, ge=2, description="N: critics in the ensemble.")
-    m: int = Field(2, ge=1, description="M: target critics drawn at random (distinct) for each target's minimum.")
+    n: int = Field(10, ge=2, description="N: critics in the ensemble (REDQ_N).")
+    m: int = Field(
+        2, ge=1, description="M: target critics drawn at random (distinct) for each target's minimum (REDQ_M)."
+    )
     g: int = Field(20, ge=1, description="G: critic updates per actor update (the update-to-data ratio).")
 
     @model_validator(mode="after")
