@@ -163,6 +163,17 @@ def test_config_init_refuses_to_overwrite_without_force(run_tmrl, tmrl_home: Pat
     assert json.loads(path.read_text())["run"]["name"] == "default"
 
 
+def test_config_init_with_the_plugins_sections(tmrl_home: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["config", "init", "--plugins"])
+    assert info.value.code == 0, capsys.readouterr().err
+    data = json.loads((tmrl_home / "config" / "config.json").read_text())
+    assert data["example_env"] == {"target": 0.5, "max_steps": 50, "step_size": 0.1}
+    from tmrl_core.settings import load_settings
+
+    assert load_settings().plugin_sections()["example_env"]["max_steps"] == 50
+
+
 def test_config_show_tells_where_each_value_came_from(run_tmrl, tmrl_home: Path) -> None:
     path = tmrl_home / "config" / "config.json"
     path.parent.mkdir(parents=True)

@@ -135,9 +135,9 @@ def _register_plugin_commands() -> None:
     from tmrl_core.plugins import PluginFailure, get_plugin_manager
 
     manager = get_plugin_manager()
-    taken = {info.name for info in app.registered_commands if info.name} | {
-        info.name for info in app.registered_groups if info.name
-    }
+    # A command registered without a name is named after its function, as typer does.
+    taken = {info.name or info.callback.__name__.replace("_", "-") for info in app.registered_commands if info.callback}
+    taken |= {info.name for info in app.registered_groups if info.name}
     for spec in manager.registry("command").all_specs():
         error: str | None = None
         cause: BaseException | None = None
