@@ -1,1 +1,1 @@
-"""tmrl plugin: the TrackMania 2020 environments, their memories, compressors and models."""
+"""tmrl plugin: TrackMania 2020 environments, a simulated TrackMania, their encoders, and `tmrl trackmania` tools."""
