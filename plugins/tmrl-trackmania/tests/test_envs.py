@@ -150,3 +150,26 @@ def test_environments_are_registered_with_their_parts():
         assert options == {"act_buf_len": settings.act_buf_len, "history_index": index}
         encoder = resolve(spec.encoder)(spaces_of(settings)[0])
         assert encoder.out_features > 0
+
+
+def test_timed_out_steps_are_counted_like_rtgym_warns_them(tmrl_home):
+    """A policy that is late on purpose: the env's count equals rtgym's warnings, one per late step."""
+    import warnings
+
+    env = make_lidar(**FAST, time_step_duration=0.04, start_obs_capture=0.03, time_step_timeout_factor=0.5)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            env.reset()
+            for step in range(24):
+                if step % 4 == 3:
+                    time.sleep(0.1)  # later than the end of the time step plus its 20 ms of elasticity
+                env.step(np.zeros(3, dtype=np.float32))
+            env.stop()
+        warned = sum("Time-step timed out" in str(w.message) for w in caught)
+        timing = env.tm_interface.timing
+        assert timing.timed_out == warned
+        assert warned >= 6  # the six late steps (a loaded machine may add some)
+        assert timing.steps == 25
+    finally:
+        env.close()
