@@ -5,7 +5,7 @@ The state (format ``tmrl-ring-memory``, version 1) is a dict::
     {"format": "tmrl-ring-memory", "version": 1,
      "meta": {... JSON-able counters, observation structure, history lengths, RNG state ...},
      "arrays": {"leaf.0": ..., "act": ..., "rew": ..., "terminated": ..., "truncated": ..., "first": ...,
-                "step": ..., "hist.0.newest": ..., "hist.0.floor": ..., "hist.0.rows": ..., ...},
+                "hist.0.newest": ..., "hist.0.floor": ..., "hist.0.rows": ..., ...},
      "infos": uint8 array (tmrl_core.codec encoding of the list of info dicts) or None}
 
 Per-sample arrays hold the stored samples oldest first (absolute positions ``meta["tail"]`` to ``meta["head"]``);
@@ -48,7 +48,6 @@ def ring_state_dict(memory: RingMemory) -> dict[str, Any]:
         "head": memory._head,
         "tail": memory._tail,
         "episode_open": memory._episode_open,
-        "ep_step": memory._ep_step,
         "floors": list(memory._floors),
         "dropped_samples": memory.dropped_samples,
         "total_samples": memory.total_samples,
@@ -73,7 +72,7 @@ def ring_state_dict(memory: RingMemory) -> dict[str, Any]:
     arrays: dict[str, np.ndarray] = state["arrays"]
     for j, column in enumerate(memory._leaves):
         arrays[f"leaf.{j}"] = column[slots]
-    for name in ("act", "rew", "first", "step"):
+    for name in ("act", "rew", "first"):
         arrays[name] = getattr(memory, f"_{name}")[slots]
     arrays["terminated"] = memory._terminated[slots] > 0
     arrays["truncated"] = memory._truncated[slots] > 0
@@ -110,7 +109,6 @@ def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
     for name, value in meta["stats"].items():
         setattr(memory, name, value)
     memory._episode_open = bool(meta["episode_open"])
-    memory._ep_step = int(meta["ep_step"])
     memory._floors = [int(f) for f in meta["floors"]]
     head, tail = int(meta["head"]), int(meta["tail"])
     memory._vhead = memory._vtail = 0
@@ -127,7 +125,6 @@ def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
         keep = slice(skip, None)
         leaves = [np.asarray(arrays[f"leaf.{j}"])[keep] for j in range(_count(arrays, "leaf."))]
         columns = {name: np.asarray(arrays[name])[keep] for name in ("act", "rew", "terminated", "truncated", "first")}
-        step = np.asarray(arrays["step"])[keep]
         hists = []
         for h, n in enumerate(memory._hist_lengths):
             hists.append(
@@ -142,7 +139,7 @@ def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
     except KeyError as exc:
         raise CheckpointError(f"the saved memory lacks the array {exc}") from exc
     n_samples = head - tail
-    if any(len(a) != n_samples for a in [*leaves, *columns.values(), step]):
+    if any(len(a) != n_samples for a in [*leaves, *columns.values()]):
         raise CheckpointError("the saved memory's arrays do not have one row per stored sample")
     slots = np.arange(tail, head) % c
     memory._leaves = []
@@ -158,8 +155,6 @@ def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
     memory._rew, memory._terminated, memory._truncated = (memory._scalars[:, j] for j in range(3))
     for name in ("rew", "terminated", "truncated"):
         getattr(memory, f"_{name}")[slots] = columns[name]
-    memory._step = np.zeros(c, dtype=np.int64)
-    memory._step[slots] = step
     memory._info = np.full(c, None, dtype=object)
     if state.get("infos") is not None:
         from tmrl_core import codec

@@ -239,7 +239,6 @@ class RingMemory(TorchMemory):
         self._vhead = 0
         self._vtail = 0
         self._episode_open = False
-        self._ep_step = 0
         self._floors: list[int] = []
         self._prefetch = bool(prefetch)
         self._executor: ThreadPoolExecutor | None = None
@@ -300,7 +299,6 @@ class RingMemory(TorchMemory):
         self._scalars = np.zeros((c, 3), dtype=np.float32)
         self._rew, self._terminated, self._truncated = (self._scalars[:, j] for j in range(3))
         self._first = np.zeros(c, dtype=bool)
-        self._step = np.zeros(c, dtype=np.int64)
         self._info = np.full(c, None, dtype=object)
         self._hist = [
             _History(n, rows.shape[1:], rows.dtype, c) for n, rows in zip(self._hist_lengths, hist_rows, strict=True)
@@ -418,13 +416,6 @@ class RingMemory(TorchMemory):
         self._terminated[slots] = np.fromiter((bool(d[5]) for d in decoded), dtype=bool, count=m)
         self._truncated[slots] = np.fromiter((bool(d[6]) for d in decoded), dtype=bool, count=m)
         self._first[slots] = is_reset
-        steps = np.empty(m, dtype=np.int64)
-        step = self._ep_step
-        for i in range(m):
-            step = 0 if is_reset[i] else step + 1
-            steps[i] = step
-        self._ep_step = step
-        self._step[slots] = steps
         for i, d in enumerate(decoded):
             self._info[slots[i]] = d[7] if d[7] else None
 
@@ -459,7 +450,7 @@ class RingMemory(TorchMemory):
         """Bytes held by the storage arrays (rings and history rows; info dicts not counted)."""
         if not self._ready:
             return 0
-        arrays = [*self._leaves, self._act, self._scalars, self._first, self._step]
+        arrays = [*self._leaves, self._act, self._scalars, self._first]
         arrays += [self._valid, self._info]
         for hist in self._hist:
             arrays += [hist.store.rows, hist.newest, hist.floor]
