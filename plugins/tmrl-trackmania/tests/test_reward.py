@@ -158,3 +158,28 @@ def test_record_reward_follows_the_simulated_car(run_tmrl, tmrl_home):
     backward = [rf.step(traj.positions[i] + 0.05)[0] for i in range(idx[199] - 5, idx[199] - 300, -5)]
     assert max(backward) < 0
     assert sum(backward) == pytest.approx(-(idx[199] - (idx[199] - 295)) * REWARD_PER_POINT, abs=0.05)
+
+
+def test_recording_starts_again_after_a_respawn():
+    from tmrl_trackmania.reward import record_trajectory
+    from tmrl_trackmania.settings import SimSettings
+    from tmrl_trackmania.sim.game import SimulatedGame
+    from tmrl_trackmania.telemetry import TelemetryClient
+
+    game = SimulatedGame(SimSettings(autopilot=True, time_scale=8.0)).start()
+    respawned = []
+
+    def respawn_once(record) -> None:
+        if not respawned and record.distance > 40.0:  # 40 m into the drive, the driver starts over
+            respawned.append(record.distance)
+            game.respawn()
+
+    try:
+        with TelemetryClient("127.0.0.1", game.port, timeout=10) as client:
+            traj = record_trajectory(client, spacing=0.1, timeout=60, on_record=respawn_once)
+    finally:
+        game.stop()
+    assert respawned
+    start = game.track.centre[0]
+    assert np.linalg.norm(traj.positions[0, [0, 2]] - start) < 3.0
+    assert traj.length == pytest.approx(game.track.length, rel=0.05)  # one drive, not 40 m more

@@ -227,7 +227,8 @@ def record_trajectory(
     """Record positions from a :class:`~tmrl_trackmania.telemetry.TelemetryClient` until the finish line.
 
     Recording starts with the first record whose car is not finished (so a finished screen left from an earlier
-    drive is skipped), and stops at the first finished record.
+    drive is skipped), starts again when the car respawns (the race distance goes back), and stops at the first
+    finished record.
     """
     from tmrl_trackmania.telemetry import TelemetryClient, TelemetryError
 
@@ -235,6 +236,7 @@ def record_trajectory(
     deadline = time.monotonic() + timeout
     positions: list[np.ndarray] = []
     seq = None
+    distance = -np.inf
     while True:
         if time.monotonic() > deadline:
             raise TelemetryError(
@@ -245,6 +247,9 @@ def record_trajectory(
         seq = rec.seq
         if on_record is not None:
             on_record(rec)
+        if rec.distance < distance - 1.0:  # a respawn: the drive starts again from the start line
+            positions.clear()
+        distance = rec.distance
         if rec.is_finished:
             if positions:
                 positions.append(rec.position)
