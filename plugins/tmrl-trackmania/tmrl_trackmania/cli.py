@@ -146,29 +146,29 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def render_view(interface: Any, scale: int = 3) -> Any:
-    """What the agent sees, as a BGR image: the image history side by side (full), or the window frame with the
-    LIDAR beams drawn over it (lidar), with the last reward written on it."""
+def render_view(interface: Any, obs: Any, reward: float, scale: int = 3) -> Any:
+    """What the agent sees, as a BGR image: the image history of ``obs`` side by side (full), or the window frame
+    with the LIDAR beams drawn over it (lidar), with the reward and the speed written on it."""
     import cv2
     import numpy as np
 
     from tmrl_trackmania.envs import FullInterface
 
+    history = obs[len(obs) - interface.settings.act_buf_len - 1]  # the element before rtgym's action buffer
     if isinstance(interface, FullInterface):
-        images = list(interface.history)
-        tiles = [img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) for img in images]
-        tiles = [cv2.cvtColor(t, cv2.COLOR_RGB2BGR) if images[0].ndim == 3 else t for t in tiles]
+        rgb = history.ndim == 4
+        tiles = [cv2.cvtColor(img, cv2.COLOR_RGB2BGR if rgb else cv2.COLOR_GRAY2BGR) for img in history]
         view = np.concatenate(tiles, axis=1)
-        view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     else:
-        view = cv2.cvtColor(interface.last_frame, cv2.COLOR_BGRA2BGR)
+        # the frame and the reading of one capture (the reading in obs may be one step older than the frame)
+        frame, reading = interface.last_capture
+        view = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         lidar = interface.lidar
         origin = tuple(int(round(v)) for v in lidar.origin)
-        for end in lidar.end_points(interface.history[-1]):
+        for end in lidar.end_points(reading):
             cv2.line(view, origin, (int(end[0]), int(end[1])), (255, 64, 0), 1)
-        view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    record = interface.last_record
-    text = f"reward {interface.last_reward:+.2f}  speed {record.speed:.0f} km/h" if record is not None else ""
+    view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    text = f"reward {reward:+.2f}  speed {float(obs[0][0]):.0f} km/h"
     cv2.putText(view, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
     return view
 
@@ -206,11 +206,11 @@ def check_environment(
         gym_env.reset()
         step = 0
         while steps == 0 or step < steps:
-            _, reward, terminated, truncated, _ = gym_env.step(None)
+            obs, reward, terminated, truncated, _ = gym_env.step(None)
             step += 1
             total += reward
             typer.echo(f"step {step:5d}  reward {reward:+.3f}  return {total:+.2f}" + ("  (episode end)" if terminated or truncated else ""))
-            view = render_view(interface)
+            view = render_view(interface, obs, reward)
             if out is not None:
                 cv2.imwrite(str(out / f"step_{step:05d}.png"), view)
             else:

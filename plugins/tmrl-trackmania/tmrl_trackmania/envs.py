@@ -151,9 +151,9 @@ class TrackmaniaInterface(RealTimeGymInterface):
         self.episodes = 0
         #: an error raised in rtgym's capture thread, re-raised by the env's next step()
         self.error: BaseException | None = None
-        self.last_frame: np.ndarray | None = None
+        #: the newest window frame and what was computed from it (a LIDAR reading or an image), set together
+        self.last_capture: tuple[np.ndarray, np.ndarray] | None = None
         self.last_record: Any = None
-        self.last_reward = 0.0
         self.link = open_game(s)
 
     # -- spaces ---------------------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class TrackmaniaInterface(RealTimeGymInterface):
         self.history.clear()
         for _ in range(self.settings.history_length):
             self.history.append(first)
-        self.last_frame, self.last_record, self.last_reward = frame, record, 0.0
+        self.last_capture, self.last_record = (frame, first), record
         self.episodes += 1
         return self.assemble(record, np.stack(self.history)), {}
 
@@ -210,12 +210,13 @@ class TrackmaniaInterface(RealTimeGymInterface):
             record = self.link.telemetry.latest(max_age=self.settings.telemetry_timeout)
             frame = self.link.frames.grab()
             reward, terminated = self.reward_function.step(record.position, finished=record.is_finished)
-            self.history.append(self.features(frame))
+            feature = self.features(frame)
+            self.history.append(feature)
         except Exception as exc:  # noqa: BLE001 - this runs in rtgym's thread; the env re-raises it in step()
             self.error = exc
             obs = self.assemble(self.last_record, np.stack(self.history)) if self.last_record is not None else []
             return obs, 0.0, True, {}
-        self.last_frame, self.last_record, self.last_reward = frame, record, reward
+        self.last_capture, self.last_record = (frame, feature), record
         return self.assemble(record, np.stack(self.history)), reward, terminated, {}
 
     def wait(self) -> None:
