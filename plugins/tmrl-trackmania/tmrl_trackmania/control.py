@@ -174,7 +174,8 @@ class _XdotoolKeys:
 class _SendInputKeys:
     """Key presses on Windows through SendInput with scan codes (what DirectInput games read)."""
 
-    scancodes = {"up": 0xC8, "down": 0xD0, "left": 0xCB, "right": 0xCD, "respawn": 0xD3, "enter": 0x1C}
+    # set-1 scan codes; the arrows and Delete are "extended" keys (an E0 prefix on the wire)
+    scancodes = {"up": 0x48, "down": 0x50, "left": 0x4B, "right": 0x4D, "respawn": 0x53, "enter": 0x1C}
     extended = {"up", "down", "left", "right", "respawn"}
 
     def __init__(self) -> None:
@@ -218,7 +219,7 @@ class _SendInputKeys:
         if key in self.extended:
             flags |= keyeventf_extendedkey
         inp = self.INPUT(type=1)
-        inp.u.ki = self.KEYBDINPUT(0, code & 0xFF, flags, 0, 0)
+        inp.u.ki = self.KEYBDINPUT(0, code, flags, 0, 0)
         self.user32.SendInput(1, self.ctypes.byref(inp), self.ctypes.sizeof(inp))
 
 
