@@ -97,16 +97,26 @@ class _Win32:
 
         self.ctypes = ctypes
         self.wintypes = wintypes
-        self.user32 = ctypes.WinDLL("user32", use_last_error=True)
+        self.user32 = user32 = ctypes.WinDLL("user32", use_last_error=True)
+        # window handles are pointer-sized: without argtypes ctypes would pass them as 32-bit ints
+        hwnd, rect_p, point_p = wintypes.HWND, ctypes.POINTER(wintypes.RECT), ctypes.POINTER(wintypes.POINT)
+        self.enum_proc = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
+        user32.EnumWindows.argtypes = [self.enum_proc, wintypes.LPARAM]
+        user32.GetWindowTextLengthW.argtypes = [hwnd]
+        user32.GetWindowTextW.argtypes = [hwnd, wintypes.LPWSTR, ctypes.c_int]
+        user32.IsWindowVisible.argtypes = [hwnd]
+        user32.GetClientRect.argtypes = [hwnd, rect_p]
+        user32.GetWindowRect.argtypes = [hwnd, rect_p]
+        user32.ClientToScreen.argtypes = [hwnd, point_p]
+        user32.SetWindowPos.argtypes = [hwnd, hwnd, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, wintypes.UINT]
         try:  # real pixels on high-DPI screens, so the grab matches the window
             ctypes.WinDLL("shcore").SetProcessDpiAwareness(2)
         except (OSError, AttributeError):
             pass
 
     def find(self, title: str) -> int:
-        ctypes, wintypes = self.ctypes, self.wintypes
+        ctypes = self.ctypes
         found: list[int] = []
-        proto = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
 
         def visit(hwnd: int, _: int) -> bool:
             length = self.user32.GetWindowTextLengthW(hwnd)
@@ -118,7 +128,7 @@ class _Win32:
                     return False
             return True
 
-        self.user32.EnumWindows(proto(visit), 0)
+        self.user32.EnumWindows(self.enum_proc(visit), 0)
         if not found:
             raise WindowError(
                 f"no visible window whose title contains {title!r}",
@@ -143,7 +153,7 @@ class _Win32:
         extra_w = (outer.right - outer.left) - client.width
         extra_h = (outer.bottom - outer.top) - client.height
         swp_nozorder = 0x0004
-        if not self.user32.SetWindowPos(hwnd, 0, x, y, width + extra_w, height + extra_h, swp_nozorder):
+        if not self.user32.SetWindowPos(hwnd, None, x, y, width + extra_w, height + extra_h, swp_nozorder):
             raise WindowError(f"could not move the game window (Win32 error {ctypes.get_last_error()})")
 
 
