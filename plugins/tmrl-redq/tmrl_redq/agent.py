@@ -81,10 +81,10 @@ class RedqSacAgent(SacAgent):
     def target_q(self, o2: Any, a2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(min over a random subset M of the target critics of Q_targ_i(o2, a2), the subset's indices)``.
 
-        The ``M`` indices are distinct (drawn without replacement from torch's global generator) and only those
-        critics are evaluated.
+        The ``M`` indices are distinct (drawn without replacement by torch's generator of the agent's device) and only
+        those critics are evaluated.
         """
-        subset = torch.randperm(self.settings.n)[: self.settings.m].to(self.device)
+        subset = torch.randperm(self.settings.n, device=self.device)[: self.settings.m]
         return self.critic_target(o2, a2, members=subset).min(dim=0).values, subset
 
     def train(self, batch: tuple[Any, ...]) -> dict[str, float]:
