@@ -114,11 +114,14 @@ class Pipeline:
         name = self.settings.training.memory or self.env.memory
         spec = get_component("memory", name)
         ts = self.settings.training
+        options = dict(self.component_options)
+        if ts.prefetch:  # not every memory can prefetch: only asked for when wanted
+            options["prefetch"] = True
         return partial(
             _call_with_options,
             spec.load(),
             f"memory {name!r}",
-            self.component_options,
+            options,
             observation_space=self.observation_space,
             action_space=self.action_space,
             memory_size=ts.memory_size,
@@ -156,10 +159,25 @@ def _call_with_options(factory: Callable[..., Any], what: str, options: Mapping[
     except TypeError as exc:
         if options and "unexpected keyword" in str(exc):
             raise IncompatibleComponentsError(
-                f"{what} does not accept the environment's options {sorted(options)}: {exc}",
+                f"{what} does not accept the options {sorted(options)} (from the environment, or training.prefetch):"
+                f" {exc}",
                 hint="choose a memory/compressor made for this environment (training.memory, training.compressor)",
             ) from exc
         raise
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python's, numpy's and torch's global generators (``run.seed``; None leaves them random)."""
+    if seed is None:
+        return
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _check_compatible(algo: str, spec: AgentSpec, action_space: Any) -> None:
@@ -376,6 +394,8 @@ def worker_process_main(stdin: Any = None) -> int:
     try:
         settings = Settings(**spec["settings"])
         p = prepare(spec["env"], spec["algo"], settings=settings)
+        seed = settings.run.seed
+        seed_everything(None if seed is None else seed + 1000 * int(spec["index"]) + 1)
         worker = build_worker(p, index=int(spec["index"]), save_weights=False)
         run_worker(p, worker)
     except KeyboardInterrupt:
@@ -461,6 +481,7 @@ def run_local(
     # each worker process keeps one core busy; more intra-op threads than free cores makes torch crawl (spinning
     # OpenMP threads), fewer wastes the machine
     torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - n)))
+    seed_everything(p.settings.run.seed)
     trainer = build_trainer(p, on_round=on_round)  # checkpoint problems surface before anything starts
     if on_start is not None:
         on_start(trainer)

@@ -88,6 +88,7 @@ def run(
     console = Console(stderr=False)
     display = ProgressDisplay(console, p, workers or p.settings.worker.count)
     t0 = time.monotonic()
+
     def announce(trainer: Any) -> None:
         t = trainer.training
         if trainer.resumed:
@@ -122,7 +123,7 @@ def run(
 def test(
     env: str = typer.Option(..., "--env", "-e", help="Environment the policy was trained on."),
     run_name: str = typer.Option(..., "--run-name", "-n", help="The run whose weights to load."),
-    episodes: int = typer.Option(1, "--episodes", min=1, help="Episodes to run."),
+    episodes: OptInt = typer.Option(None, "--episodes", min=1, help="Episodes to run (training.test_episodes)."),
     algo: OptStr = typer.Option(None, "--algo", "-a", help="Algorithm of the run (default: the one it used)."),
     seed: OptInt = typer.Option(None, "--seed", help="Seed of the first episode."),
     sets: list[str] = set_option(),
@@ -141,9 +142,13 @@ def test(
             f"run {run_name!r} was trained on env {info.get('env')!r}, not {env!r}", hint=f"use --env {info.get('env')}"
         )
     # the actor must be built as it was trained: the run's env and agent sections, below the command line
-    overrides = {**info.get("sections", {}), "run": _prune({"name": run_name, "seed": seed})}
+    overrides = {
+        **info.get("sections", {}),
+        "run": _prune({"name": run_name, "seed": seed}),
+        **_prune({"training": {"test_episodes": episodes}}),
+    }
     p = prepare(env, algo or info["algo"], overrides=overrides, sets=sets)
-    returns = evaluate_policy(p, episodes=episodes)
+    returns = evaluate_policy(p, episodes=max(1, p.settings.training.test_episodes))
     for i, ret in enumerate(returns):
         typer.echo(f"episode {i}: return {ret:.2f}")
     typer.echo(f"mean return over {len(returns)} episodes: {float(np.mean(returns)):.2f}")
@@ -222,9 +227,7 @@ class ProgressDisplay:
         table.add_row("elapsed", f"{time.monotonic() - self.t0:.0f} s")
         table.add_row("epoch / round", f"{r.get('epoch', 0)} / {r.get('round', 0)} of {s.training.rounds_per_epoch}")
         table.add_row("env steps", f"{r.get('env_steps', 0)} ({self._fmt(r.get('env_steps_per_s'))}/s)")
-        table.add_row(
-            "training steps", f"{r.get('training_steps', 0)} ({self._fmt(r.get('training_steps_per_s'))}/s)"
-        )
+        table.add_row("training steps", f"{r.get('training_steps', 0)} ({self._fmt(r.get('training_steps_per_s'))}/s)")
         table.add_row("memory", str(r.get("memory_len", 0)))
         table.add_row("return (train)", self._fmt(k.get("return_train")))
         table.add_row("return (test)", self._fmt(k.get("return_test")))
