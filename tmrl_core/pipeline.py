@@ -67,9 +67,9 @@ class Pipeline:
     """
 
     env_name: str
-    algo_name: str
+    algo_name: str | None
     env: EnvSpec
-    agent: AgentSpec
+    agent: AgentSpec | None
     settings: Any
     env_settings: Any
     agent_settings: Any
@@ -87,13 +87,15 @@ class Pipeline:
 
     def actor_factory(self) -> Callable[..., Any]:
         """``f(observation_space=..., action_space=...)`` -> the actor the workers run."""
-        if self.agent.actor is None:
+        if self.agent is None or self.agent.actor is None:
             raise IncompatibleComponentsError(f"algorithm {self.algo_name!r} does not name an actor")
         actor = resolve(self.agent.actor, what=f"actor of agent {self.algo_name!r}")
         return partial(actor, encoder=self.encoder(), settings=self.agent_settings)
 
     def agent_factory(self) -> Callable[..., Any]:
         """``f(observation_space=..., action_space=..., device=...)`` -> the TrainingAgent."""
+        if self.agent is None:
+            raise IncompatibleComponentsError("this pipeline has no algorithm")
         return partial(self.agent.load(), encoder=self.encoder(), settings=self.agent_settings)
 
     def compressor(self) -> Callable[..., Any]:
@@ -143,7 +145,10 @@ class Pipeline:
             "algo": self.algo_name,
             "sections": {
                 section: _dump_section(value)
-                for section, value in ((self.env.section, self.env_settings), (self.agent.section, self.agent_settings))
+                for section, value in (
+                    (self.env.section, self.env_settings),
+                    (self.agent.section if self.agent is not None else "", self.agent_settings),
+                )
                 if value is not None
             },
         }
@@ -194,19 +199,20 @@ def _check_compatible(algo: str, spec: AgentSpec, action_space: Any) -> None:
 
 def prepare(
     env: str,
-    algo: str,
+    algo: str | None,
     *,
     settings: Any = None,
     overrides: Mapping[str, Any] | None = None,
     sets: Sequence[str] = (),
 ) -> Pipeline:
-    """Resolve ``env`` and ``algo`` and compute the effective settings.
+    """Resolve ``env`` and ``algo`` and compute the effective settings (``algo=None``: an env-only pipeline, e.g. for
+    env tests; it has no actor nor agent).
 
     Without ``settings``, they are loaded with :func:`~tmrl_core.settings.load_settings` (``overrides`` and ``sets``
     from the command line), the env spec's ``default_settings`` replacing the built-in defaults.
     """
     e_spec = env_spec(env)
-    a_spec = agent_spec(algo)
+    a_spec = agent_spec(algo) if algo is not None else None
     if settings is None:
         from tmrl_core.settings import load_settings
 
@@ -217,7 +223,7 @@ def prepare(
             defaults_source=f"defaults of env {env!r}",
         )
     env_settings = settings.section(e_spec.section, e_spec.load_settings_model())
-    agent_settings = settings.section(a_spec.section, a_spec.load_settings_model())
+    agent_settings = settings.section(a_spec.section, a_spec.load_settings_model()) if a_spec is not None else None
     if e_spec.spaces is not None:
         observation_space, action_space = resolve(e_spec.spaces, what=f"spaces of env {env!r}")(env_settings)
     else:
@@ -226,7 +232,8 @@ def prepare(
             observation_space, action_space = probe.observation_space, probe.action_space
         finally:
             probe.close()
-    _check_compatible(algo, a_spec, action_space)
+    if a_spec is not None:
+        _check_compatible(str(algo), a_spec, action_space)
     options = {}
     if e_spec.component_options is not None:
         options = dict(resolve(e_spec.component_options, what=f"component options of env {env!r}")(env_settings))
