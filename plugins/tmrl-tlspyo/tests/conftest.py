@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tmrl_tlspyo.credentials import generate
+from tmrl_tlspyo.testing import TmrlProcess, server_settings
 from tmrl_tlspyo.transport import TlspyoTransport
-
-from tmrl_core.settings import ServerSettings
-
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
@@ -24,26 +20,6 @@ def credentials_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def server_settings(credentials_dir: Path, **overrides: Any) -> ServerSettings:
-    values: dict[str, Any] = {
-        "transport": "tlspyo",
-        "host": "127.0.0.1",
-        "bind": "127.0.0.1",
-        "port": free_port(),
-        "password": PASSWORD,
-        "tls": True,
-        "tls_credentials_directory": credentials_dir,
-    }
-    values.update(overrides)
-    return ServerSettings(**values)
-
-
 @pytest.fixture
 def make_tlspyo(tmrl_home: Path, credentials_dir: Path) -> Callable[..., TlspyoTransport]:
     """``make(**server_settings) -> TlspyoTransport`` with TLS on, a free port and the session's credentials."""
@@ -52,3 +28,18 @@ def make_tlspyo(tmrl_home: Path, credentials_dir: Path) -> Callable[..., TlspyoT
         return TlspyoTransport(server_settings(credentials_dir, **overrides), run_name=run_name, handshake_timeout=5.0)
 
     return make
+
+
+@pytest.fixture
+def spawn_tmrl(tmrl_home: Path, tmp_path: Path) -> Any:
+    """``spawn_tmrl(name, *args) -> TmrlProcess``; every process started is stopped (by its pid) at the end."""
+    started: list[TmrlProcess] = []
+
+    def spawn(name: str, *args: str) -> TmrlProcess:
+        process = TmrlProcess(list(args), tmrl_home, tmp_path / f"{name}-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in reversed(started):
+        process.stop()

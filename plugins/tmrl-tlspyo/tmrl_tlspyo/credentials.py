@@ -105,8 +105,9 @@ def generate(directory: Path, *, hostname: str = "default", days: int = 3650, ov
     pkcs8 = serialization.PrivateFormat.PKCS8
     _write_private(
         directory / TLS_KEY,
-        tls_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                              serialization.NoEncryption()),
+        tls_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ),
     )
     (directory / TLS_CERTIFICATE).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     _write_private(
@@ -114,7 +115,9 @@ def generate(directory: Path, *, hostname: str = "default", days: int = 3650, ov
         signing_key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()),
     )
     (directory / SIGNING_PUBLIC_KEY).write_bytes(
-        signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return [directory / name for name in ALL_FILES]
 

@@ -31,7 +31,7 @@ import tlspyo.client
 from tlspyo.local_protocol_for_client import LocalProtocolForClient, LocalProtocolForClientFactory
 
 from tmrl_core.errors import CodecError, TransportError
-from tmrl_tlspyo.relay import _HEADER, HEADER_SIZE
+from tmrl_tlspyo.relay import _HEADER, HEADER_SIZE, _ignore_interrupts
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
@@ -111,8 +111,9 @@ class _ClientProtocol(tlspyo.client.ClientProtocol):
 class _ClientFactory(tlspyo.client.TLSClientFactory):
     def buildProtocol(self, addr: Any) -> _ClientProtocol:
         self.resetDelay()
-        return _ClientProtocol(client=self._client, password=self.password, groups=self._groups,
-                               header_size=self._header_size)
+        return _ClientProtocol(
+            client=self._client, password=self.password, groups=self._groups, header_size=self._header_size
+        )
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
         log.debug("tlspyo client: connection failed: %s", reason.getErrorMessage())
@@ -176,7 +177,8 @@ class _Client(tlspyo.client.Client):
         else:
             reactor.connectTCP(host=self._ip_server, port=self._port_server, factory=factory)
         self._reactor = reactor
-        reactor.run()
+        _ignore_interrupts()
+        reactor.run(installSignalHandlers=False)
         self._reactor = None
 
     def close(self, counter: int) -> None:

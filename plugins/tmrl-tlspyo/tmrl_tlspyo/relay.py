@@ -43,6 +43,8 @@ from tmrl_core.errors import CodecError, TransportError
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
+# tlspyo logs every connection attempt at INFO through its own handler; ours say what matters
+logging.getLogger("tlspyo").setLevel(logging.WARNING)
 
 HEADER_SIZE = 10
 _HEADER = re.compile(rb"[0-9]+ *")
@@ -294,7 +296,8 @@ class GuardedServer(tlspyo.server.Server):
             reactor.listenTCP(self._port, factory, interface=self.bind)
         reactor.connectTCP(host="127.0.0.1", port=self._local_com_port, factory=_LocalFactory(self))
         self._reactor = reactor
-        reactor.run()
+        _ignore_interrupts()
+        reactor.run(installSignalHandlers=False)
         self._reactor = None
 
     def close(self, counter: int) -> None:
@@ -430,6 +433,14 @@ class TmrlRelay(tlspyo.api.Relay):
     @property
     def pid(self) -> int | None:
         return self._p.pid
+
+
+def _ignore_interrupts() -> None:
+    """In a network process: Ctrl-C in a terminal reaches the whole process group, but the process that started
+    this one decides when it stops (through the local link), after delivering what it still holds."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _check_port_free(bind: str, port: int) -> None:

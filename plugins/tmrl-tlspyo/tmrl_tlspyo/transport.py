@@ -308,6 +308,10 @@ class _Client:
         """Nothing waits to be sent or confirmed (called with ``_cond`` held)."""
         return True
 
+    def _summary(self) -> str:
+        """What this client did, for the log line at closing."""
+        return ""
+
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (for at most ``timeout`` seconds, if connected), then disconnect; idempotent."""
         with self._close_lock:
@@ -319,6 +323,7 @@ class _Client:
                 deadline = time.monotonic() + timeout
                 while self.connected and not self._drained() and time.monotonic() < deadline:
                     self._cond.wait(0.1)
+                log.info("%s %s: closing: %s", self.role, self.name, self._summary())
             self._closed.set()
             with self._cond:
                 self._cond.notify_all()
@@ -340,6 +345,8 @@ class TlspyoWorker(_Client, WorkerEndpoint):
         self._in_flight_bytes = 0
         self.dropped_samples = 0
         self.oversized_buffers = 0
+        self.sent_samples = 0
+        self.sent_buffers = 0
         # a name unique among all workers of all machines: the trainer reassembles chunks per sender
         self.sender_id = f"{name}#{secrets.token_hex(6)}"
         self._message_number = 0
@@ -429,6 +436,8 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             nonce = self._ping_if_due(time.monotonic(), force=True) or self._nonce
             self._in_flight.append((nonce, len(data)))
             self._in_flight_bytes += len(data)
+            self.sent_samples += len(buffer)
+            self.sent_buffers += 1
 
     def _on_confirmed(self, nonce: int) -> None:
         while self._in_flight and self._in_flight[0][0] <= nonce:
@@ -437,13 +446,26 @@ class TlspyoWorker(_Client, WorkerEndpoint):
     def _drained(self) -> bool:
         return not self._outbox and not self._in_flight
 
+    def _summary(self) -> str:
+        unsent = self._outbox_samples
+        unconfirmed = len(self._in_flight)
+        return (
+            f"sent {self.sent_samples} samples in {self.sent_buffers} buffers, dropped {self.dropped_samples}, "
+            f"left unsent {unsent}, unconfirmed buffers {unconfirmed}"
+        )
+
     # -- weights -----------------------------------------------------------------------------------------------------
 
     def _on_message(self, message: tuple) -> None:
         if message[0] != "weights" or len(message) != 5:
             raise CodecError(f"unexpected {message[0]!r} message for a worker")
         _, run, sequence, signature, payload = message
-        if type(run) is not str or type(sequence) is not int or type(signature) is not bytes or type(payload) is not bytes:
+        if (
+            type(run) is not str
+            or type(sequence) is not int
+            or type(signature) is not bytes
+            or type(payload) is not bytes
+        ):
             raise CodecError("malformed weights message")
         assert self._verifier is not None
         if run != self.t.run_name:
@@ -503,6 +525,8 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
         self._sequence = 0
         self._signer: credentials.WeightsSigner | None = None
         self.incomplete_messages = 0
+        self.received_samples = 0
+        self.received_buffers = 0
         super().__init__(transport, name)
 
     def _check_credentials(self) -> None:
@@ -558,20 +582,34 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
     def _drained(self) -> bool:
         return self._weights is None and self._weights_in_flight is None
 
+    def _summary(self) -> str:
+        return (
+            f"received {self.received_samples} samples in {self.received_buffers} buffers, rejected "
+            f"{self.rejected} messages, dropped {self.incomplete_messages} incomplete buffers"
+        )
+
     # -- samples -----------------------------------------------------------------------------------------------------
 
     def receive_samples(self) -> list[Buffer]:
         self._check_not_stranded()
         with self._cond:
             received, self._received = self._received, []
+            self.received_buffers += len(received)
+            self.received_samples += sum(len(buffer) for buffer in received)
         return received
 
     def _on_message(self, message: tuple) -> None:
         if message[0] != "chunk" or len(message) != 7:
             raise CodecError(f"unexpected {message[0]!r} message for the trainer")
         _, sender, number, index, count, total, data = message
-        if not (type(sender) is str and type(number) is int and type(index) is int and type(count) is int
-                and type(total) is int and type(data) is bytes):
+        if not (
+            type(sender) is str
+            and type(number) is int
+            and type(index) is int
+            and type(count) is int
+            and type(total) is int
+            and type(data) is bytes
+        ):
             raise CodecError("malformed chunk")
         if not 0 <= index < count or total < 0:
             raise CodecError("malformed chunk numbering")

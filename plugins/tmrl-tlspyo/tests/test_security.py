@@ -1,0 +1,318 @@
+"""What a client holding bad credentials, or the password but bad intentions, can do to a tlspyo server: nothing.
+
+The server runs as a real `tmrl server` process (TLS on, 127.0.0.1) so its log can be read; trainers and workers are
+transport clients in this process (each with its own tlspyo network process).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import shutil
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tmrl_tlspyo.credentials import WeightsSigner, generate
+from tmrl_tlspyo.endpoint import TmrlEndpoint
+from tmrl_tlspyo.relay import HEADER_SIZE
+from tmrl_tlspyo.serialization import serialize
+from tmrl_tlspyo.testing import PASSWORD, TmrlProcess, server_args, server_settings
+from tmrl_tlspyo.transport import TlspyoTrainer, TlspyoTransport, TlspyoWorker, _signed_bytes
+
+from tmrl_core import codec
+from tmrl_core.errors import TransportError
+from tmrl_core.testing.transport_contract import make_buffer, make_weights, wait_for, weights_version
+
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, credentials_dir: Path) -> Any:
+    """A `tmrl server` process shared by the tests of this module (each closes its clients), and its settings."""
+    home = tmp_path_factory.mktemp("home")
+    settings = server_settings(credentials_dir, max_message_bytes=1 << 20)
+    server = TmrlProcess(["server", "-v", *server_args(settings)], home, home / "server.log")
+    try:
+        server.wait_for("listening on")
+        yield {"settings": settings, "server": server, "transport": TlspyoTransport(settings, run_name="sec")}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clients() -> Any:
+    opened: list[Any] = []
+    yield opened
+    for client in reversed(opened):
+        client.close(timeout=1.0)
+
+
+def connect(transport: TlspyoTransport, clients: list, *workers: str) -> tuple[TlspyoTrainer, list[TlspyoWorker]]:
+    trainer = transport.trainer()
+    clients.append(trainer)
+    connected = []
+    for name in workers:
+        worker = transport.worker(name)
+        clients.append(worker)
+        connected.append(worker)
+    for client in (trainer, *connected):
+        assert client.wait_connected(TIMEOUT), f"{client.role} did not connect"
+    return trainer, connected
+
+
+def send_weights_until(trainer: TlspyoTrainer, workers: list[TlspyoWorker], version: int) -> None:
+    """Send weights ``version``; every worker gets them (after, maybe, the relay's previous newest ones: tests use
+    versions of their own, since they share one server)."""
+    trainer.send_weights(make_weights(version))
+    for worker in workers:
+
+        def arrived(worker: TlspyoWorker = worker) -> bool:
+            weights = worker.receive_weights(blocking=True, timeout=1.0)
+            return weights is not None and weights_version(weights) == version
+
+        wait_for(arrived, TIMEOUT, f"weights version {version} at {worker.name}")
+
+
+def collect(trainer: TlspyoTrainer, count: int) -> list:
+    received: list = []
+
+    def enough() -> bool:
+        received.extend(trainer.receive_samples())
+        return sum(len(b) for b in received) >= count
+
+    wait_for(enough, TIMEOUT, f"{count} samples")
+    return received
+
+
+def tls_connection(settings: Any) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(Path(settings.tls_credentials_directory) / "certificate.pem"))
+    raw = socket.create_connection((settings.host, settings.port), timeout=10)
+    return context.wrap_socket(raw, server_hostname=settings.tls_hostname)
+
+
+def frame(body: bytes, password: str = PASSWORD) -> bytes:
+    """A tlspyo frame: the length header, the password, the body."""
+    return f"{len(body):<{HEADER_SIZE}}{password}".encode() + body
+
+
+def closed_by_server(connection: ssl.SSLSocket, timeout: float = 20.0) -> bool:
+    """Whether the server closes ``connection`` within ``timeout`` seconds (reading until EOF or a reset)."""
+    connection.settimeout(timeout)
+    try:
+        while connection.recv(65536):
+            pass
+    except (ConnectionError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def rogue_endpoint(settings: Any, credentials_dir: Path, group: str) -> TmrlEndpoint:
+    """A bare tlspyo endpoint with the password and certificate, sending whatever it likes."""
+    return TmrlEndpoint(
+        host=settings.host,
+        port=settings.port,
+        password=PASSWORD,
+        group=group,
+        security="TLS",
+        keys_dir=str(credentials_dir),
+        hostname=settings.tls_hostname,
+        max_frame=1 << 22,
+    )
+
+
+def send_raw_object(endpoint: TmrlEndpoint, obj: bytes, destination: dict[str, int]) -> None:
+    """Make ``endpoint`` send ``obj`` as the object bytes themselves (bypassing the codec on this side)."""
+    message = serialize(("OBJ", destination, obj))
+    endpoint._local_com_conn.sendall(f"{len(message):<{HEADER_SIZE}}".encode() + message)  # noqa: SLF001
+
+
+class _CreatesFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (str(self.path), "w"))
+
+
+# -- authentication -----------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_password_delivers_nothing_and_the_log_says_why_without_it(
+    setup: dict[str, Any], clients: list
+) -> None:
+    settings = setup["settings"]
+    trainer, _ = connect(setup["transport"], clients)
+    wrong = "hunter2-is-not-it"
+    intruder = TlspyoTransport(settings.model_copy(update={"password": wrong}), run_name="sec").worker("intruder")
+    clients.append(intruder)
+    for first in range(0, 30, 10):
+        intruder.send_samples(make_buffer(0, first, 10))
+    assert not intruder.wait_connected(3.0)
+    assert trainer.receive_samples() == []
+    log = setup["server"].wait_for("wrong password")
+    assert wrong not in log and PASSWORD not in log
+
+
+def test_silent_connections_are_closed_after_the_handshake_timeout(tmrl_home: Path, credentials_dir: Path) -> None:
+    settings = server_settings(credentials_dir)
+    server = TlspyoTransport(settings, run_name="sec", handshake_timeout=2.0).server()
+    server.start()
+    try:
+        with tls_connection(settings) as connection:
+            started = time.monotonic()
+            assert closed_by_server(connection, timeout=30.0)
+            assert time.monotonic() - started >= 1.5
+    finally:
+        server.stop()
+
+
+# -- hostile payloads ---------------------------------------------------------------------------------------------
+
+
+def test_garbage_oversized_and_pickle_payloads_are_refused_and_honest_clients_keep_working(
+    setup: dict[str, Any], clients: list, tmp_path: Path, credentials_dir: Path
+) -> None:
+    settings = setup["settings"]
+    trainer, (worker,) = connect(setup["transport"], clients, "honest")
+    send_weights_until(trainer, [worker], 31)
+    target = tmp_path / "created-by-unpickling"
+    payloads = {
+        "garbage": b"\x00\xff" * 100,
+        "oversized": f"{10**9:<{HEADER_SIZE}}{PASSWORD}".encode() + b"\x00" * 1024,
+        "pickle": frame(pickle.dumps((1, "HELLO", None, _CreatesFile(target)))),
+        "pickle in a tlspyo envelope": frame(
+            codec.encode((1, "OBJ", {"trainer": 1}, pickle.dumps(_CreatesFile(target))))
+        ),
+    }
+    for name, data in payloads.items():
+        with tls_connection(settings) as connection:
+            connection.sendall(data)
+            assert closed_by_server(connection), f"the server kept a connection that sent {name}"
+    log = setup["server"].log()
+    assert "malformed frame header" in log
+    assert "over the limit" in log
+    assert "undecodable frame" in log
+    assert "'OBJ' before hello" in log
+    # a password holder gets a pickle through the relay to the trainer: it is refused there, never unpickled
+    rogue = rogue_endpoint(settings, credentials_dir, "workers")
+    try:
+        send_raw_object(rogue, pickle.dumps(_CreatesFile(target)), {"trainer": 1})
+        wait_for(lambda: trainer.rejected >= 1, TIMEOUT, "the trainer to refuse the pickle")
+    finally:
+        rogue.stop()
+    assert not target.exists()
+    # the honest ones noticed nothing
+    worker.send_samples(make_buffer(0, 0, 5))
+    assert sum(len(b) for b in collect(trainer, 5)) == 5
+    send_weights_until(trainer, [worker], 32)
+    assert trainer.rejected == 1 and worker.rejected == 0
+
+
+def test_a_worker_cannot_broadcast_to_the_workers(setup: dict[str, Any], clients: list, credentials_dir: Path) -> None:
+    settings = setup["settings"]
+    trainer, (worker,) = connect(setup["transport"], clients, "honest")
+    send_weights_until(trainer, [worker], 41)
+    rogue = rogue_endpoint(settings, credentials_dir, "workers")
+    try:
+        rogue.send_object(
+            ("weights", "sec", 2**62, b"\x00" * 64, codec.encode_weights(make_weights(666))), {"workers": -1}
+        )
+        setup["server"].wait_for("a workers may not send to 'workers'")
+    finally:
+        rogue.stop()
+    assert worker.receive_weights(blocking=True, timeout=2.0) is None
+
+
+def test_forged_and_replayed_weights_are_refused_by_every_worker(
+    setup: dict[str, Any], clients: list, credentials_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tmrl.transport.tlspyo")
+    settings = setup["settings"]
+    trainer, workers = connect(setup["transport"], clients, "w0", "w1")
+    send_weights_until(trainer, workers, 11)
+    trainer.close()  # the trainer's slot is free: a password holder can take it
+    # the rogue has the password and the server's certificate, but not the trainer's signing key
+    rogue_dir = tmp_path / "rogue"
+    generate(rogue_dir)
+    shutil.copy(credentials_dir / "certificate.pem", rogue_dir / "certificate.pem")
+    rogue_settings = settings.model_copy(update={"tls_credentials_directory": rogue_dir})
+    rogue = TlspyoTransport(rogue_settings, run_name="sec").trainer()
+    clients.append(rogue)
+    assert rogue.wait_connected(TIMEOUT)
+    rogue.send_weights(make_weights(666))
+    wait_for(lambda: all(w.rejected >= 1 for w in workers), TIMEOUT, "every worker to refuse the forged weights")
+    for worker in workers:
+        assert worker.receive_weights(blocking=True, timeout=1.0) is None
+    rogue.close()
+    # a genuine trainer again: new weights are accepted
+    genuine = setup["transport"].trainer()
+    clients.append(genuine)
+    send_weights_until(genuine, workers, 12)
+    genuine.close()
+    # replaying an older genuine message (validly signed, as a captured one would be) is refused
+    signer = WeightsSigner(credentials_dir)
+    payload = codec.encode_weights(make_weights(11))
+    old = ("weights", "sec", 1, signer.sign(_signed_bytes("sec", 1, payload)), payload)
+    replay = rogue_endpoint(settings, credentials_dir, "trainer")
+    try:
+        replay.send_object(old, {"workers": -1})
+        wait_for(lambda: all(w.rejected >= 2 for w in workers), TIMEOUT, "every worker to refuse the replay")
+    finally:
+        replay.stop()
+    for worker in workers:
+        assert worker.receive_weights(blocking=True, timeout=1.0) is None
+    assert "older than the current ones" in caplog.text and "does not verify" in caplog.text
+
+
+def test_weights_of_another_run_are_refused(setup: dict[str, Any], clients: list) -> None:
+    settings = setup["settings"]
+    trainer, (worker,) = connect(setup["transport"], clients, "w0")
+    send_weights_until(trainer, [worker], 21)
+    trainer.close()
+    other = TlspyoTransport(settings, run_name="another-run").trainer()
+    clients.append(other)
+    assert other.wait_connected(TIMEOUT)
+    other.send_weights(make_weights(7))
+    wait_for(lambda: worker.rejected >= 1, TIMEOUT, "the worker to refuse another run's weights")
+    assert worker.receive_weights() is None
+
+
+# -- limits and credentials ---------------------------------------------------------------------------------------
+
+
+def test_max_workers_is_enforced(tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any, clients: list) -> None:
+    settings = server_settings(credentials_dir, max_workers=1)
+    server = spawn_tmrl("server", "server", "-v", *server_args(settings))
+    server.wait_for("listening on")
+    transport = TlspyoTransport(settings, run_name="sec")
+    first = transport.worker("first")
+    clients.append(first)
+    assert first.wait_connected(TIMEOUT)
+    second = transport.worker("second")
+    clients.append(second)
+    assert not second.wait_connected(3.0)
+    server.wait_for("the server accepts at most 1 workers")
+    first.close()
+    assert second.wait_connected(TIMEOUT)  # it retries, and gets in once there is room
+
+
+def test_missing_credentials_are_clear_errors(tmrl_home: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    transport = TlspyoTransport(server_settings(empty), run_name="sec")
+    with pytest.raises(TransportError, match="key.pem") as info:
+        transport.server().start()
+    assert "tmrl tls generate" in str(info.value)
+    with pytest.raises(TransportError, match="certificate.pem"):
+        transport.worker("w")
+    (empty / "certificate.pem").write_text("")
+    with pytest.raises(TransportError, match="weights-signing-public.pem"):
+        transport.worker("w")
+    with pytest.raises(TransportError, match="weights-signing-key.pem"):
+        transport.trainer()

@@ -1,0 +1,182 @@
+"""``tmrl server``, ``tmrl trainer`` and ``tmrl worker``: the three parts of a run, each in its own process, possibly
+on different machines, configured by the same settings (``server.host``/``port``/``password``/``tls``, ...).
+
+Start them in any order: a trainer or worker started before the server waits for it, and reconnects if it restarts.
+Each ends cleanly on Ctrl-C (the trainer after a checkpoint). Heavy imports happen inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any, Optional
+
+import typer
+
+from tmrl_core.cli import set_option
+
+OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
+OptStr = Optional[str]  # noqa: UP045
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.command("trainer")(trainer)
+    app.command("worker")(worker)
+
+
+def _overrides(tree: dict[str, Any]) -> dict[str, Any]:
+    """The options that were given (None: not given), as nested settings overrides."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _overrides(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _logging(verbose: bool, role: str) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format=f"[{role}] %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM ends the command like Ctrl-C does (process managers and tests send it)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+_TRANSPORT = typer.Option(None, "--transport", help="Transport between the parts (server.transport).")
+_HOST = typer.Option(None, "--host", help="Address of the server, for trainer and workers (server.host).")
+_PORT = typer.Option(None, "--port", min=1, max=65535, help="Port of the server (server.port).")
+_RUN = typer.Option(None, "--run-name", "-n", help="Run name (run.name); the same on every part of a run.")
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="Log what this part does.")
+
+
+def server(
+    transport: OptStr = _TRANSPORT,
+    port: OptInt = _PORT,
+    bind: OptStr = typer.Option(None, "--bind", help="Address to listen on (server.bind)."),
+    max_workers: OptInt = typer.Option(None, "--max-workers", min=-1, help="Most workers accepted, -1: any."),
+    run_name: OptStr = _RUN,
+    verbose: bool = _VERBOSE,
+    sets: list[str] = set_option(),
+) -> None:
+    """Run the server: relays samples from the workers to the trainer and weights to the workers, until Ctrl-C."""
+    from tmrl_core.cli import settings_from_cli
+    from tmrl_core.server import Server
+
+    _logging(verbose, "server")
+    _sigterm_as_interrupt()
+    overrides = _overrides(
+        {
+            "run": {"name": run_name},
+            "server": {"transport": transport, "port": port, "bind": bind, "max_workers": max_workers},
+        }
+    )
+    settings = settings_from_cli(overrides=overrides, sets=sets)
+    relay = Server(settings=settings)
+    typer.echo(f"server ({settings.server.transport}) listening on {relay.address}; Ctrl-C stops it", err=True)
+    relay.run()
+
+
+def trainer(
+    env: str = typer.Option(..., "--env", "-e", help="Environment name (see `tmrl plugins`), or gym:<gymnasium id>."),
+    algo: str = typer.Option("sac", "--algo", "-a", help="Training algorithm (see `tmrl plugins`)."),
+    transport: OptStr = _TRANSPORT,
+    host: OptStr = _HOST,
+    port: OptInt = _PORT,
+    run_name: OptStr = _RUN,
+    epochs: OptInt = typer.Option(None, "--epochs", min=1, help="Stop after this many epochs (training.epochs)."),
+    env_steps: OptInt = typer.Option(
+        None, "--env-steps", min=1, help="Stop once this many env steps were received (training.max_env_steps)."
+    ),
+    wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (wandb.enabled)."),
+    reset: bool = typer.Option(False, "--reset", help="Start afresh instead of resuming this run's checkpoint."),
+    seed: OptInt = typer.Option(None, "--seed", help="Seed numpy, torch and the environments (run.seed)."),
+    verbose: bool = _VERBOSE,
+    sets: list[str] = set_option(),
+) -> None:
+    """Run the trainer: learns from the samples the workers send, sends weights back; checkpoints every epoch.
+
+    Ctrl-C stops after a checkpoint; running again with the same --run-name resumes.
+    """
+    from tmrl_core.pipeline import build_trainer, prepare, write_run_info
+
+    _logging(verbose, "trainer")
+    overrides = _overrides(
+        {
+            "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
+            "training": {"epochs": epochs, "max_env_steps": env_steps},
+            "server": {"transport": transport, "host": host, "port": port},
+            "wandb": {"enabled": True if wandb else None},
+        }
+    )
+    p = prepare(env, algo, overrides=overrides, sets=sets)
+    part = build_trainer(p)
+    write_run_info(p)
+    typer.echo(
+        f"trainer of run {p.settings.run.name} ({env}, {algo}) -> server {p.settings.server.host}:"
+        f"{p.settings.server.port} ({p.settings.server.transport}); Ctrl-C stops after a checkpoint",
+        err=True,
+    )
+    # SIGTERM as a first Ctrl-C: Trainer.run turns SIGINT into "stop after a checkpoint"
+    signal.signal(signal.SIGTERM, lambda signum, frame: part.stop())
+    try:
+        history = part.run()
+    finally:
+        part.close()
+    last = history[-1] if history else {}
+    typer.echo(
+        f"trainer stopped: {last.get('env_steps', 0)} env steps, {last.get('training_steps', 0)} training steps",
+        err=True,
+    )
+
+
+def worker(
+    env: str = typer.Option(..., "--env", "-e", help="Environment name (see `tmrl plugins`), or gym:<gymnasium id>."),
+    algo: str = typer.Option("sac", "--algo", "-a", help="Training algorithm (see `tmrl plugins`)."),
+    expert: bool = typer.Option(False, "--expert", help="Send samples but never load weights (worker.expert)."),
+    index: int = typer.Option(0, "--index", min=0, help="This worker's number: names it and offsets its seed."),
+    transport: OptStr = _TRANSPORT,
+    host: OptStr = _HOST,
+    port: OptInt = _PORT,
+    run_name: OptStr = _RUN,
+    verbose: bool = _VERBOSE,
+    sets: list[str] = set_option(),
+) -> None:
+    """Run a rollout worker: acts in its environment with the newest weights and sends samples, until Ctrl-C."""
+    from tmrl_core.pipeline import build_worker, prepare, run_worker
+
+    _logging(verbose, f"worker-{index}")
+    _sigterm_as_interrupt()
+    overrides = _overrides(
+        {
+            "run": {"name": run_name},
+            "worker": {"expert": True if expert else None},
+            "server": {"transport": transport, "host": host, "port": port},
+        }
+    )
+    p = prepare(env, algo, overrides=overrides, sets=sets)
+    part = build_worker(p, index=index, expert=expert or None)
+    typer.echo(
+        f"worker-{index} of run {p.settings.run.name} ({env}, {algo}) -> server {p.settings.server.host}:"
+        f"{p.settings.server.port} ({p.settings.server.transport}); Ctrl-C stops it",
+        err=True,
+    )
+    try:
+        run_worker(p, part)
+    except KeyboardInterrupt:
+        typer.echo(f"worker-{index}: interrupted", err=True)
+    finally:
+        part.close()
