@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

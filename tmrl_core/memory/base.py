@@ -28,7 +28,8 @@ tensors for a ``Tuple``); ``rew``, ``terminated`` and ``truncated`` are float32 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ def _stack(items: list[Any], device: torch.device) -> Any:
 
 def collate_transitions(transitions: list[tuple[Any, ...]], device: torch.device) -> tuple[Any, ...]:
     """Stack per-sample transitions ``(prev_obs, act, rew, new_obs, terminated, truncated)`` into a batch."""
-    prev_obs, act, rew, new_obs, terminated, truncated = zip(*transitions)
+    prev_obs, act, rew, new_obs, terminated, truncated = zip(*transitions, strict=False)
     return (
         _stack(list(prev_obs), device),
         _stack(list(act), device).float(),

@@ -11,7 +11,8 @@ A transport is registered with ``tmrl_register_transports`` and built as ``Trans
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tmrl_core.buffer import Buffer
 
