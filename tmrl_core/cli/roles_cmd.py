@@ -136,9 +136,11 @@ def trainer(
         history = part.run()
     finally:
         part.close()
-    last = history[-1] if history else {}
+    t = part.training
     typer.echo(
-        f"trainer stopped: {last.get('env_steps', 0)} env steps, {last.get('training_steps', 0)} training steps",
+        f"trainer stopped after {len(history)} rounds: {t.env_steps} env steps in {t.episodes} episodes "
+        f"({t.total_samples} samples received), {t.total_updates} training steps, {len(t.memory)} transitions in "
+        "memory",
         err=True,
     )
 

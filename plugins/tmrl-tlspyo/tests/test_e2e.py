@@ -1,0 +1,119 @@
+"""`tmrl server`, `tmrl trainer` and `tmrl worker` as separate processes over tlspyo with TLS on 127.0.0.1.
+
+Slow (each process imports torch and builds its part): kept to two tests with small settings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tmrl_tlspyo.testing import server_args, server_settings
+
+pytestmark = pytest.mark.slow
+
+TRAINING = [
+    "--set", "training.start_training=64",
+    "--set", "training.steps_per_round=10",
+    "--set", "training.rounds_per_epoch=1000",
+    "--set", "training.batch_size=32",
+    "--set", "training.update_buffer_interval=5",
+    "--set", "training.update_model_interval=10",
+    "--set", "training.max_training_steps_per_env_step=0.5",
+    "--set", "worker.max_samples_per_episode=50",
+    "--set", "worker.test_episode_interval=0",
+]  # fmt: skip
+
+
+def metrics(home: Path, run: str) -> list[dict[str, Any]]:
+    path = home / "runs" / run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written
+    return records
+
+
+def wait_metrics(home: Path, run: str, predicate: Any, what: str, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = metrics(home, run)
+        if records and predicate(records[-1]):
+            return records[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout:.0f} s; last metrics: {metrics(home, run)[-1:]}")
+
+
+def start(spawn_tmrl: Any, credentials_dir: Path, run: str, workers: int) -> tuple[Any, Any, list[Any], list[str]]:
+    settings = server_settings(credentials_dir)
+    common = [*server_args(settings), "--run-name", run, "-v"]
+    server = spawn_tmrl("server", "server", *common)
+    trainer = spawn_tmrl("trainer", "trainer", "--env", "pendulum", "--algo", "sac", *common, *TRAINING)
+    parts = [
+        spawn_tmrl(f"worker{i}", "worker", "--env", "pendulum", "--algo", "sac", "--index", str(i), *common, *TRAINING)
+        for i in range(workers)
+    ]
+    return server, trainer, parts, common
+
+
+def test_two_workers_train_pendulum_and_every_sample_reaches_the_memory(
+    tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any
+) -> None:
+    server, trainer, workers, _ = start(spawn_tmrl, credentials_dir, "e2e", workers=2)
+    wait_metrics(tmrl_home, "e2e", lambda r: r["training_steps"] >= 10 and r["env_steps"] >= 200, "training")
+    sent = 0
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()
+        match = re.search(r"closing: sent (\d+) samples in \d+ buffers, dropped (\d+), left unsent (\d+)", worker.log())
+        assert match, worker.log()
+        assert match.group(2) == "0" and match.group(3) == "0", match.group(0)
+        sent += int(match.group(1))
+    wait_metrics(
+        tmrl_home, "e2e", lambda r: r["env_steps"] + r["episodes"] == sent, f"{sent} samples in the trainer's memory"
+    )
+    trainer.signal(signal.SIGTERM)
+    assert trainer.wait(120) == 0, trainer.log()
+    log = trainer.log()
+    assert f"received {sent} samples" in log
+    summary = re.search(r"\((\d+) samples received\), \d+ training steps, (\d+) transitions in memory", log)
+    assert summary, log
+    assert int(summary.group(1)) == sent
+    steps = re.search(r"(\d+) env steps in (\d+) episodes", log)
+    assert steps and int(steps.group(1)) + int(steps.group(2)) == sent
+    assert int(summary.group(2)) == int(steps.group(1))  # one transition per env step: nothing lost
+    assert "Traceback" not in log + server.log()
+
+
+def test_training_goes_on_after_the_server_is_killed_and_restarted(
+    tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any
+) -> None:
+    server, trainer, (worker,), common = start(spawn_tmrl, credentials_dir, "restart", workers=1)
+    before = wait_metrics(tmrl_home, "restart", lambda r: r["training_steps"] >= 10, "training")
+    server.signal(signal.SIGKILL)
+    server.wait(30)
+    time.sleep(2.0)
+    # the relay process went down with its server: the port is free again
+    server = spawn_tmrl("server", "server", *common)
+    server.wait_for("listening on")
+    after = wait_metrics(
+        tmrl_home,
+        "restart",
+        lambda r: r["env_steps"] >= before["env_steps"] + 200 and r["training_steps"] >= before["training_steps"] + 10,
+        "progress after the restart",
+    )
+    assert after["env_steps"] > before["env_steps"]
+    server.wait_for("relay: trainer")
+    assert server.log().count("connected") >= 2  # trainer and worker, again
+    for part in (worker, trainer, server):
+        part.signal(signal.SIGTERM)
+        assert part.wait(120) == 0, part.log()
