@@ -551,7 +551,11 @@ class Trainer:
         previous_handler = self._install_sigint()
         try:
             if self.endpoint is not None:
-                training._send(self.interface)  # workers start with the trainer's actor (a resumed one, too)
+                # workers start with the trainer's actor (a resumed one, too)
+                if isinstance(training, TorchTrainingOffline):
+                    training._send(self.interface)
+                else:
+                    self.interface.broadcast_model(training.agent.get_actor())
             while training.epoch < training.epochs and not training.finished and not training.stop_event.is_set():
                 epoch = training.epoch
                 if _accepts(training.run_epoch, "on_round"):
