@@ -374,6 +374,13 @@ def test_bad_header_fields_are_refused() -> None:
             codec.decode(bytes(corrupted))
     with pytest.raises(CodecError):
         codec.decode("not bytes")  # type: ignore[arg-type]
+    with pytest.raises(CodecError):
+        codec.read_header(12345)  # type: ignore[arg-type]
+    with pytest.raises(CodecError):
+        codec.decode(memoryview(bytes(data) * 2)[::2])  # not contiguous
+    # any contiguous bytes-like input works
+    assert codec.decode(memoryview(bytearray(data))) == [1, 2]
+    assert codec.decode(memoryview(np.frombuffer(bytes(data), np.uint8))) == [1, 2]
 
 
 def test_non_canonical_buffers_are_refused() -> None:

@@ -136,7 +136,10 @@ def read_header(data: bytes | bytearray | memoryview, *, max_bytes: int | None =
     Raises:
         CodecError: not a tmrl message, an unknown version, kind or flags, or a declared length over ``max_bytes``.
     """
-    view = memoryview(data)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise CodecError(f"can only decode bytes, not {type(data).__name__}") from None
     if view.nbytes < HEADER_SIZE:
         raise CodecError(f"message too short for a header ({view.nbytes} bytes, need {HEADER_SIZE})")
     magic, version, kind, flags, body_length = _HEADER.unpack_from(view, 0)
@@ -166,6 +169,8 @@ def _body(data: bytes | bytearray | memoryview, kind: Kind, max_bytes: int | Non
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"can only decode bytes, not {type(data).__name__}")
     view = memoryview(data)
+    if not view.c_contiguous:
+        raise CodecError("can only decode contiguous bytes")
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     header = read_header(view, max_bytes=max_bytes)
