@@ -266,7 +266,8 @@ class VmapEnsemble(nn.Module):
     Built from ``n`` modules of identical structure (for instance ``n`` freshly initialised CNN encoders); their
     parameters are stacked (leading dimension ``n``) and registered here, so ``state_dict``, optimisers and ``.to``
     work as for any module. The inputs are shared by all members; the output gets a leading ``n`` dimension.
-    Modules that update buffers in ``forward`` (batch norm in training mode) cannot be vmapped.
+    Modules that update buffers in ``forward`` (batch norm in training mode) cannot be vmapped, and tensors a module
+    keeps outside its parameters and buffers are not supported (the structure is called on the meta device).
     """
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
