@@ -17,7 +17,7 @@ PENDULUM_DEFAULT_SETTINGS: dict[str, Any] = {
     "training": {
         "rounds_per_epoch": 10,
         "steps_per_round": 200,
-        "start_training": 500,
+        "start_training": 200,
         "max_training_steps_per_env_step": 1.0,
         "update_model_interval": 200,
         "update_buffer_interval": 20,

@@ -1,0 +1,182 @@
+"""How fast ``tmrl run --env pendulum --algo sac`` learns with its default settings, against Stable-Baselines3's SAC.
+
+For each seed, both learn Pendulum-v1 until the mean return of 5 deterministic test episodes reaches -200 (or the
+env-step budget runs out). The tmrl side is what ``tmrl run`` does (:func:`tmrl_core.pipeline.run_local`: server
+and trainer in this process, the worker in its own process), with the default settings; SB3's SAC has the same batch
+size (256) and network (256 x 256), and its other defaults. Both are evaluated every ``--eval-every`` env steps; the
+clock stops during evaluations, so the seconds are training time only. Both use the same number of torch threads.
+
+    python benchmarks/bench_pendulum_learning.py [--seeds 0 1 2] [--max-env-steps 10000] [--eval-every 200]
+
+Prints, per seed and side, env steps and seconds to reach -200, and the ratio of seconds (SB3 / tmrl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+THRESHOLD = -200.0
+
+
+@dataclass
+class Outcome:
+    env_steps: int | None  # env steps when the threshold was first reached (None: not within the budget)
+    seconds: float | None  # training seconds until then (evaluations excluded)
+    last_return: float
+    total_env_steps: int
+
+
+def evaluate(act, seed: int, episodes: int = 5) -> float:
+    """Mean return of ``act(obs) -> action`` over deterministic episodes of Pendulum-v1."""
+    import gymnasium
+
+    env = gymnasium.make("Pendulum-v1")
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=10_000 + 100 * seed + k)
+        total, done = 0.0, False
+        while not done:
+            obs, rew, terminated, truncated, _ = env.step(act(obs))
+            total += float(rew)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def run_tmrl(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
+    """``tmrl run --env pendulum --algo sac --seed SEED --env-steps MAX`` with an evaluation hook."""
+    os.environ["TMRL_HOME"] = tempfile.mkdtemp(prefix="tmrl-bench-")
+    from tmrl_core.plugins import reset_plugin_manager
+
+    reset_plugin_manager()
+    from tmrl_core.pipeline import prepare, run_local
+
+    p = prepare(
+        "pendulum",
+        "sac",
+        overrides={"run": {"name": f"bench-{seed}", "seed": seed}, "training": {"max_env_steps": max_env_steps}},
+    )
+    state: dict = {"next_eval": eval_every, "eval_time": 0.0, "reached": None, "last": float("nan"), "steps": 0}
+    holder: dict = {}
+
+    def on_start(trainer) -> None:
+        holder["trainer"] = trainer
+        state["t0"] = time.perf_counter()
+
+    def on_round(record: dict) -> None:
+        trainer = holder["trainer"]
+        state["steps"] = record["env_steps"]
+        if record["env_steps"] < state["next_eval"] or state["reached"] is not None:
+            return
+        t_eval = time.perf_counter()
+        actor = trainer.training.agent.get_actor()
+        state["last"] = evaluate(lambda obs: actor.act_(obs, test=True), seed)
+        state["eval_time"] += time.perf_counter() - t_eval
+        print(f"  tmrl  seed {seed}: {record['env_steps']:6d} env steps  test return {state['last']:8.1f}", flush=True)
+        while state["next_eval"] <= record["env_steps"]:
+            state["next_eval"] += eval_every
+        if state["last"] >= THRESHOLD:
+            elapsed = time.perf_counter() - state["t0"] - state["eval_time"]
+            state["reached"] = (record["env_steps"], elapsed)
+            trainer.stop()
+
+    run_local(p, on_round=on_round, on_start=on_start)
+    reached = state["reached"]
+    return Outcome(reached[0] if reached else None, reached[1] if reached else None, state["last"], state["steps"])
+
+
+def run_sb3(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
+    import gymnasium
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    state: dict = {"eval_time": 0.0, "reached": None, "last": float("nan")}
+
+    class EvalAndStop(BaseCallback):
+        def _on_training_start(self) -> None:
+            state["t0"] = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every:
+                return True
+            t_eval = time.perf_counter()
+            state["last"] = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], seed)
+            state["eval_time"] += time.perf_counter() - t_eval
+            print(f"  sb3   seed {seed}: {self.num_timesteps:6d} env steps  test return {state['last']:8.1f}", flush=True)
+            if state["last"] >= THRESHOLD:
+                state["reached"] = (self.num_timesteps, time.perf_counter() - state["t0"] - state["eval_time"])
+                return False
+            return True
+
+    model = SAC(
+        "MlpPolicy",
+        gymnasium.make("Pendulum-v1"),
+        batch_size=256,
+        policy_kwargs={"net_arch": [256, 256]},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(total_timesteps=max_env_steps, callback=EvalAndStop())
+    reached = state["reached"]
+    return Outcome(
+        reached[0] if reached else None, reached[1] if reached else None, state["last"], int(model.num_timesteps)
+    )
+
+
+def _fmt(outcome: Outcome) -> str:
+    if outcome.env_steps is None:
+        return f"not reached in {outcome.total_env_steps} env steps (last test return {outcome.last_return:.1f})"
+    return f"{outcome.env_steps:6d} env steps  {outcome.seconds:7.1f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-env-steps", type=int, default=10_000)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--skip-sb3", action="store_true", help="only the tmrl side")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    # what `tmrl run` gives its trainer with one worker process; SB3 gets the same
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    torch.set_num_threads(threads)
+    print(f"Pendulum-v1 to a mean deterministic test return of {THRESHOLD:.0f}; torch threads: {threads}; "
+          f"cpus: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+    results: list[tuple[int, Outcome, Outcome | None]] = []
+    for seed in args.seeds:
+        ours = run_tmrl(seed, args.max_env_steps, args.eval_every)
+        torch.set_num_threads(threads)
+        theirs = None if args.skip_sb3 else run_sb3(seed, args.max_env_steps, args.eval_every)
+        results.append((seed, ours, theirs))
+
+    print("\nseed | tmrl run (defaults)                       | stable-baselines3 SAC (batch 256)         | SB3/tmrl s")
+    for seed, ours, theirs in results:
+        ratio = "-"
+        if theirs is not None and ours.seconds and theirs.seconds:
+            ratio = f"{theirs.seconds / ours.seconds:.2f}"
+        print(f"{seed:4d} | {_fmt(ours):41s} | {_fmt(theirs) if theirs else 'skipped':41s} | {ratio}")
+    reached = [o for _, o, _ in results if o.env_steps is not None]
+    if reached:
+        print(
+            f"tmrl: reached -200 in {len(reached)}/{len(results)} seeds; median "
+            f"{statistics.median(o.env_steps for o in reached):.0f} env steps, "
+            f"{statistics.median(o.seconds for o in reached):.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
