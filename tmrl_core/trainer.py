@@ -548,6 +548,14 @@ class Trainer:
         """Train until ``epochs`` or ``max_env_steps`` (or :meth:`stop`, or Ctrl-C); checkpoint at every epoch end
         and when stopping. Returns the metrics of every round."""
         training = self.training
+        if getattr(training, "budget_reached", False):
+            log.warning(
+                "trainer: run %s already has %d env steps (training.max_env_steps=%s): nothing to do",
+                self.run_name,
+                training.env_steps,
+                training.max_env_steps,
+            )
+            training.finished = True
         previous_handler = self._install_sigint()
         try:
             if self.endpoint is not None:
