@@ -405,4 +405,9 @@ def test_threaded_pipeline_paces_training_and_ends_at_the_budget(tmrl_home: Path
     ) | set(records[-2])
     assert any(r.get("return_test") is not None for r in records)
     assert (tmrl_home / "weights" / "paced.safetensors").is_file()
-    assert (tmrl_home / "checkpoints" / "paced.safetensors").is_file()
+    checkpoint = tmrl_home / "checkpoints" / "paced.safetensors"
+    written = checkpoint.stat().st_mtime_ns
+
+    again = build_trainer(p)  # the same run, its budget spent: resumes and ends at once
+    assert again.resumed and again.training.env_steps == t.env_steps
+    assert again.run() == [] and checkpoint.stat().st_mtime_ns == written
