@@ -188,7 +188,7 @@ class ProgressDisplay:
         if self.live is not None:
             self.live.update(self._render())
         else:
-            self.console.print(self._line(), highlight=False)
+            self.console.print(self._line(), highlight=False, soft_wrap=True)
 
     def _budget(self) -> str:
         ts = self.p.settings.training
