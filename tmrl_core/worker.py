@@ -196,7 +196,11 @@ class RolloutWorker:
         weights = self.endpoint.receive_weights(blocking=blocking, timeout=timeout)
         if weights is None:
             return False
-        self._load_weights(weights)
+        try:
+            self._load_weights(weights)
+        except CheckpointError as exc:  # what arrives must not stop acting: keep the current policy
+            log.error("worker: ignored received weights: %s", exc.message)
+            return False
         self.models_received += 1
         if self.save_weights:
             self._save(self.model_path, weights)
