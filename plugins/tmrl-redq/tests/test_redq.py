@@ -281,6 +281,20 @@ def test_state_dict_round_trip_keeps_ensemble_and_optimiser_state() -> None:
         assert torch.equal(p, q)
 
 
+def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
+    from tmrl_core.plugins import get_component
+    from tmrl_core.specs import resolve
+
+    spec = get_component("agent", "redqsac")
+    assert spec.load() is RedqSacAgent
+    assert spec.load_settings_model() is RedqSettings
+    actor_cls = resolve(spec.actor)
+    assert actor_cls is SacActor
+    agent = spec.load()(BOX_OBS, ACT, "cpu", encoder=None, settings=spec.load_settings_model()(hidden_sizes=(8,)))
+    worker_actor = actor_cls(BOX_OBS, ACT, encoder=None, settings=agent.settings)
+    worker_actor.load_state_dict(agent.get_actor().state_dict())
+
+
 # -- learning ---------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_redq_learns_pendulum() -> None:

@@ -297,6 +297,20 @@ def test_env_encoders_are_used_by_actor_and_critics(mode: str) -> None:
     assert agent.critic(obs_batch(TUPLE_OBS), torch.zeros(B, 2)).shape == (2, B)
 
 
+def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
+    from tmrl_core.plugins import get_component
+    from tmrl_core.specs import resolve
+
+    spec = get_component("agent", "sac")
+    assert spec.load() is SacAgent
+    assert spec.load_settings_model() is SacSettings
+    actor_cls = resolve(spec.actor)
+    assert actor_cls is SacActor
+    agent = spec.load()(BOX_OBS, ACT, "cpu", encoder=None, settings=spec.load_settings_model()(hidden_sizes=(8,)))
+    worker_actor = actor_cls(BOX_OBS, ACT, encoder=None, settings=agent.settings)
+    worker_actor.load_state_dict(agent.get_actor().state_dict())
+
+
 # -- learning ---------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sac_learns_pendulum() -> None:
