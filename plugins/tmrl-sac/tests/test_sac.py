@@ -110,6 +110,8 @@ def test_settings_are_validated() -> None:
         SacAgent(BOX_OBS, ACT, "cpu", settings={"no_such_key": 1})
     with pytest.raises(ConfigError):
         SacAgent(BOX_OBS, ACT, "cpu", settings={"optimizer_actor": "rmsprop"})
+    with pytest.raises(ConfigError, match="betas_critic"):
+        SacAgent(BOX_OBS, ACT, "cpu", settings={"betas_critic": (0.9, 1.5)})
     for name, field in SacSettings.model_fields.items():
         assert field.description, f"SacSettings.{name} has no description"
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 #: Bounds of the policy's log standard deviation (as in SAC's reference implementations).
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -75,10 +76,10 @@ class SacSettings(BaseModel):
     optimizer_critic: OptimizerName = Field(
         "adam", description="Critic optimiser: adam, adamw or sgd (OPTIMIZER_CRITIC)."
     )
-    betas_actor: tuple[float, float] = Field(
+    betas_actor: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="Adam/AdamW betas of the actor optimiser (BETAS_ACTOR)."
     )
-    betas_critic: tuple[float, float] = Field(
+    betas_critic: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="Adam/AdamW betas of the critic optimiser (BETAS_CRITIC)."
     )
     l2_actor: float = Field(
@@ -257,8 +258,8 @@ def build_optimizer(
         raise ConfigError(f"unknown optimizer {name!r}", hint="choose one of: adam, adamw, sgd")
     try:
         return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        # fused kernels exist for float tensors on the usual devices only
+    except RuntimeError:
+        # fused kernels exist for floating-point tensors on the usual devices only
         return cls(params, foreach=True, **kwargs)
 
 
