@@ -270,6 +270,9 @@ def test_worker_loads_weights_at_start_saves_received_ones_and_keeps_a_history(t
         assert float(worker.actor.value.detach()) == 3.0
         assert float(load_weights(weights_dir / "weights.safetensors")["value"]) == 3.0
         assert float(load_weights(weights_dir / "weights_2.safetensors")["value"]) == 3.0  # every 2nd model
+        trainer.send_weights({"other": torch.zeros(3)})  # weights of another actor: ignored, acting goes on
+        assert not worker.update_actor_weights(blocking=True, timeout=10)
+        assert float(worker.actor.value.detach()) == 3.0 and worker.models_received == 2
         assert not expert.update_actor_weights(blocking=True, timeout=0.5)  # experts ignore weights
         assert float(expert.actor.value.detach()) == 1.25
     finally:

@@ -461,6 +461,22 @@ def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 5.
 # -- tmrl run -------------------------------------------------------------------------------------------------------
 
 
+#: Niceness added to the training thread when the workers act in real time (see :func:`_yield_to_workers`).
+REALTIME_TRAINER_NICENESS = 5
+
+
+def _yield_to_workers() -> None:
+    """Lower the priority of the calling (training) thread, so that on a busy machine a real-time worker's time steps
+    win over training steps. Linux applies niceness per thread: the server's relay threads, started earlier, keep
+    theirs, and the threads torch starts later for training inherit the lower one. Elsewhere it is the whole process,
+    which the worker processes, started before, do not share."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(REALTIME_TRAINER_NICENESS)
+        except OSError as exc:
+            log.debug("could not lower the trainer's priority: %s", exc)
+
+
 @dataclass
 class RunResult:
     """What :func:`run_local` returns."""
@@ -499,6 +515,8 @@ def run_local(
         server = build_server(p)
         write_run_info(p)
         procs = [spawn_worker(p, i, log_level=worker_log_level) for i in range(n)]
+        if p.env.realtime:
+            _yield_to_workers()
 
         def monitor() -> None:
             while not trainer.training.stop_event.is_set():

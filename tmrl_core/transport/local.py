@@ -577,7 +577,7 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
         self._outbox: collections.deque[tuple[Buffer, int]] = collections.deque()
         self._outbox_samples = 0
         self.dropped_samples = 0
-        self._weights: dict[str, Any] | None = None
+        self._weights: bytes | None = None  # the newest weights message, decoded on receive_weights
         self._weights_cond = threading.Condition()
         super().__init__(transport, name)
 
@@ -621,13 +621,18 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
         self._outbox_samples += item[1]
 
     def _on_message(self, data: bytes) -> None:
+        # Only the header is checked here: decoding waits for receive_weights (between episodes), so that weights
+        # arriving faster than the worker loads them cost nothing while it is stepping a real-time environment.
         try:
-            weights = codec.decode_weights(data, max_bytes=self.t.max_bytes)
+            header = codec.read_header(data, max_bytes=self.t.max_bytes)
         except CodecError as exc:
-            log.warning("worker %s: rejected weights: %s", self.name, exc)
+            log.warning("worker %s: rejected a message: %s", self.name, exc)
+            return
+        if header.kind != codec.Kind.WEIGHTS:
+            log.warning("worker %s: rejected a %s message (expected weights)", self.name, header.kind.name)
             return
         with self._weights_cond:
-            self._weights = weights
+            self._weights = data
             self._weights_cond.notify_all()
 
     def receive_weights(self, blocking: bool = False, timeout: float | None = None) -> Weights | None:
@@ -638,8 +643,14 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
                 if remaining <= 0:
                     break
                 self._weights_cond.wait(remaining)
-            weights, self._weights = self._weights, None
-        return weights
+            data, self._weights = self._weights, None
+        if data is None:
+            return None
+        try:
+            return codec.decode_weights(data, max_bytes=self.t.max_bytes)
+        except CodecError as exc:
+            log.warning("worker %s: rejected weights: %s", self.name, exc)
+            return None
 
     @property
     def pending_samples(self) -> int:
