@@ -486,8 +486,8 @@ def _cli_layer(overrides: Mapping[str, Any] | None, sets: Iterable[str]) -> _Lay
         layer.put(path, value, SET_SOURCE, text=text)
     # Explicit options are more specific than the generic --set, so they are applied last.
     for path, value in _leaves(dict(overrides or {})):
-        if value is None:
-            continue  # an option that was not given
+        if value is None or value == {}:
+            continue  # an option (or a whole group of options) that was not given
         full: KeyPath = tuple(part for key in path for part in key.split("."))
         layer.put(full, value, CLI_SOURCE)
     return layer

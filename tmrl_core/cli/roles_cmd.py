@@ -25,19 +25,6 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
-def _overrides(tree: dict[str, Any]) -> dict[str, Any]:
-    """The options that were given (None: not given), as nested settings overrides."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            value = _overrides(value)
-            if value:
-                out[key] = value
-        elif value is not None:
-            out[key] = value
-    return out
-
-
 def _logging(verbose: bool, role: str) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -78,12 +65,10 @@ def server(
 
     _logging(verbose, "server")
     _sigterm_as_interrupt()
-    overrides = _overrides(
-        {
-            "run": {"name": run_name},
-            "server": {"transport": transport, "port": port, "bind": bind, "max_workers": max_workers},
-        }
-    )
+    overrides = {
+        "run": {"name": run_name},
+        "server": {"transport": transport, "port": port, "bind": bind, "max_workers": max_workers},
+    }
     settings = settings_from_cli(overrides=overrides, sets=sets)
     relay = Server(settings=settings)
     typer.echo(f"server ({settings.server.transport}) listening on {relay.address}; Ctrl-C stops it", err=True)
@@ -114,14 +99,12 @@ def trainer(
     from tmrl_core.pipeline import build_trainer, prepare, write_run_info
 
     _logging(verbose, "trainer")
-    overrides = _overrides(
-        {
-            "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
-            "training": {"epochs": epochs, "max_env_steps": env_steps},
-            "server": {"transport": transport, "host": host, "port": port},
-            "wandb": {"enabled": True if wandb else None},
-        }
-    )
+    overrides = {
+        "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
+        "training": {"epochs": epochs, "max_env_steps": env_steps},
+        "server": {"transport": transport, "host": host, "port": port},
+        "wandb": {"enabled": True if wandb else None},
+    }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     part = build_trainer(p)
     write_run_info(p)
@@ -162,13 +145,11 @@ def worker(
 
     _logging(verbose, f"worker-{index}")
     _sigterm_as_interrupt()
-    overrides = _overrides(
-        {
-            "run": {"name": run_name},
-            "worker": {"expert": True if expert else None},
-            "server": {"transport": transport, "host": host, "port": port},
-        }
-    )
+    overrides = {
+        "run": {"name": run_name},
+        "worker": {"expert": True if expert else None},
+        "server": {"transport": transport, "host": host, "port": port},
+    }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     part = build_worker(p, index=index, expert=expert or None)
     typer.echo(

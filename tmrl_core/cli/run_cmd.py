@@ -23,19 +23,6 @@ def register(app: typer.Typer) -> None:
     app.command("test")(test)
 
 
-def _prune(tree: dict[str, Any]) -> dict[str, Any]:
-    """Drop options that were not given (None), and sections left empty."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            value = _prune(value)
-            if value:
-                out[key] = value
-        elif value is not None:
-            out[key] = value
-    return out
-
-
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
@@ -75,15 +62,13 @@ def run(
     from tmrl_core.pipeline import prepare, run_local
 
     _setup_logging(verbose)
-    overrides = _prune(
-        {
-            "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
-            "worker": {"count": workers},
-            "training": {"epochs": epochs, "max_env_steps": env_steps},
-            "server": {"transport": transport},
-            "wandb": {"enabled": True if wandb else None},
-        }
-    )
+    overrides = {
+        "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
+        "worker": {"count": workers},
+        "training": {"epochs": epochs, "max_env_steps": env_steps},
+        "server": {"transport": transport},
+        "wandb": {"enabled": True if wandb else None},
+    }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     console = Console(stderr=False)
     display = ProgressDisplay(console, p, workers or p.settings.worker.count)
@@ -142,11 +127,10 @@ def test(
             f"run {run_name!r} was trained on env {info.get('env')!r}, not {env!r}", hint=f"use --env {info.get('env')}"
         )
     # the actor must be built as it was trained: the run's env and agent sections, below the command line
-    overrides = {
-        **info.get("sections", {}),
-        "run": _prune({"name": run_name, "seed": seed}),
-        **_prune({"training": {"test_episodes": episodes}}),
-    }
+    overrides = dict(info.get("sections", {}))
+    overrides["run"] = {"name": run_name, "seed": seed}
+    if episodes is not None:
+        overrides["training"] = {**overrides.get("training", {}), "test_episodes": episodes}
     p = prepare(env, algo or info["algo"], overrides=overrides, sets=sets)
     returns = evaluate_policy(p, episodes=max(1, p.settings.training.test_episodes))
     for i, ret in enumerate(returns):
