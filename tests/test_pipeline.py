@@ -414,3 +414,47 @@ def test_threaded_pipeline_paces_training_and_ends_at_the_budget(tmrl_home: Path
     again = build_trainer(p)  # the same run, its budget spent: resumes and ends at once
     assert again.resumed and again.training.env_steps == t.env_steps
     assert again.run() == [] and checkpoint.stat().st_mtime_ns == written
+
+
+class _CountingAgent:
+    """A TrainingAgent stand-in that counts its train calls (REDQ-like: several calls per training step)."""
+
+    updates_per_step = 3
+
+    def __init__(self, observation_space, action_space, device) -> None:
+        self.calls = 0
+        self.actor = torch.nn.Linear(3, 1)
+
+    def train(self, batch) -> dict[str, float]:
+        self.calls += 1
+        return {"calls": float(self.calls)}
+
+    def get_actor(self):
+        return self.actor
+
+
+def test_a_training_step_is_updates_per_step_agent_updates(tmrl_home: Path) -> None:
+    """REDQ's G critic updates per actor update: the trainer makes `updates_per_step` train calls per training step,
+    so the steps-per-env-step ratio and the intervals keep one meaning for every agent."""
+    from tmrl_core.memory import GenericTorchMemory
+    from tmrl_core.trainer import TorchTrainingOffline
+
+    obs_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    training = TorchTrainingOffline(
+        env_cls=(obs_space, act_space),
+        memory_cls=partial(GenericTorchMemory, batch_size=4),
+        training_agent_cls=_CountingAgent,
+        epochs=1,
+        rounds=2,
+        steps=5,
+        max_training_steps_per_env_step=1.0,
+        start_training=1,
+        device="cpu",
+        settings=Settings(),
+    )
+    training.memory.append(_buffer(40, 0.0))
+    training.env_steps = 40
+    stats = training.run_epoch()
+    assert [record["training_steps"] for record in stats] == [5, 10]
+    assert training.agent.calls == 3 * 10

@@ -83,6 +83,11 @@ class TrainingAgent(ABC):
         self.action_space = action_space
         self.device = device
 
+    #: ``train`` calls that make one training step of the Trainer (REDQ: ``G`` critic updates per actor update).
+    #: The Trainer's intervals and its ``max_training_steps_per_env_step`` count training steps, so they keep one
+    #: meaning whatever the agent.
+    updates_per_step: int = 1
+
     @abstractmethod
     def train(self, batch: tuple[Any, ...]) -> dict[str, float]:
         """One training step on ``(obs, act, rew, next_obs, terminated, truncated)``; returns metrics to log."""

@@ -295,6 +295,7 @@ class TorchTrainingOffline:
         losses: dict[str, list[float]] = defaultdict(list)
         sampling = training = 0.0
         done_steps = 0
+        updates_per_step = max(1, int(getattr(self.agent, "updates_per_step", 1)))
         if len(self.memory) >= needed and not self.stop_event.is_set():
             batches = iter(self.memory)
             while done_steps < self.steps and not self.stop_event.is_set():
@@ -302,18 +303,21 @@ class TorchTrainingOffline:
                     idle += self._wait_for_samples(interface, lambda: not self._ahead())
                     if self._ahead():  # stopped, or the env-step budget is spent
                         break
-                t0 = time.perf_counter()
-                batch = next(batches, None)
-                if batch is None:
-                    batches = iter(self.memory)
-                    batch = next(batches)
-                t1 = time.perf_counter()
-                metrics = self.agent.train(batch)
-                t2 = time.perf_counter()
-                sampling += t1 - t0
-                training += t2 - t1
-                for key, value in (metrics or {}).items():
-                    losses[key].append(float(value))
+                # One training step is `updates_per_step` agent updates (REDQ's G critic updates and one actor
+                # update), so intervals and the steps-per-env-step ratio mean the same for every agent.
+                for _ in range(updates_per_step):
+                    t0 = time.perf_counter()
+                    batch = next(batches, None)
+                    if batch is None:
+                        batches = iter(self.memory)
+                        batch = next(batches)
+                    t1 = time.perf_counter()
+                    metrics = self.agent.train(batch)
+                    t2 = time.perf_counter()
+                    sampling += t1 - t0
+                    training += t2 - t1
+                    for key, value in (metrics or {}).items():
+                        losses[key].append(float(value))
                 self.total_updates += 1
                 done_steps += 1
                 if self.total_updates % self.update_model_interval == 0:

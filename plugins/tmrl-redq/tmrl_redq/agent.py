@@ -6,8 +6,8 @@ mean of all ``N`` critics, and ``G`` critic updates per actor update.
 
 Update-to-data accounting: one :meth:`RedqSacAgent.train` call is one critic update (one batch); the actor and the
 entropy coefficient are updated on every ``G``-th call. The paper's update-to-data ratio ``G`` (critic updates per
-environment step) is therefore the Trainer's ``max_training_steps_per_env_step``: set it to ``g`` (see
-``docs/algorithms.md``). :attr:`RedqSacAgent.utd_ratio` exposes that value.
+environment step) is exposed as :attr:`RedqSacAgent.updates_per_step`: the Trainer makes ``G`` ``train`` calls per
+training step, so ``max_training_steps_per_env_step=1`` gives the paper's ``G`` critic updates per environment step.
 """
 
 from __future__ import annotations
@@ -74,8 +74,12 @@ class RedqSacAgent(SacAgent):
 
     @property
     def utd_ratio(self) -> int:
-        """Critic updates per environment step the paper intends (``G``); the Trainer's
-        ``max_training_steps_per_env_step`` should match it."""
+        """Critic updates per actor update (``G``)."""
+        return self.settings.g
+
+    @property
+    def updates_per_step(self) -> int:  # type: ignore[override]
+        """``train`` calls per Trainer training step: ``G`` critic updates and one actor update."""
         return self.settings.g
 
     def target_q(self, o2: Any, a2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
