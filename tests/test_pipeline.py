@@ -344,15 +344,6 @@ def test_rc_drone_spaces_are_described_without_starting_it(tmrl_home: Path) -> N
 # -- trainer pacing, budget and metrics (threads) ------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread():
-    # the worker thread and the trainer share this process: more intra-op threads only fight over the cores
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_threaded_pipeline_paces_training_and_ends_at_the_budget(tmrl_home: Path, one_torch_thread) -> None:
     """Server, trainer and a synchronous worker in one process: the trainer never gets more than
     max_training_steps_per_env_step ahead, the worker waits for models, and the run ends at --env-steps."""

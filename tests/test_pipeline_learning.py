@@ -35,17 +35,6 @@ class Reach(gymnasium.Env):
         return self.target.copy(), reward, False, self.t >= 20, {}
 
 
-@pytest.fixture
-def one_torch_thread():
-    # the worker thread and the trainer share this process: more intra-op threads only fight over the cores
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.slow
 def test_sac_learns_through_the_whole_pipeline(tmrl_home: Path, one_torch_thread) -> None:
     from tmrl_core.pipeline import build_server, build_trainer, build_worker, evaluate_policy, prepare, run_worker

@@ -127,3 +127,15 @@ def run_tmrl(tmrl_home: Path) -> Callable[..., TmrlResult]:
         return TmrlResult(list(args), proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch limited to one intra-op thread for one test: on a small shared machine, small tensors and a worker
+    thread beside the trainer only fight over the cores with more."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
