@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from tmrl_core.agents import TrainingAgent
 from tmrl_core.buffer import Buffer
 from tmrl_core.memory import GenericTorchMemory
+from tmrl_core.pipeline import seed_everything as seed_everything  # re-exported for learning checks
 
 
 @dataclass
@@ -129,7 +129,3 @@ def run_learning(
     return result
 
 
-def seed_everything(seed: int) -> None:
-    """Seed numpy's and torch's global generators."""
-    np.random.seed(seed)
-    torch.manual_seed(seed)
