@@ -5,7 +5,6 @@ Slow (each process imports torch and builds its part): kept to two tests with sm
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 from tmrl_tlspyo.testing import server_args, server_settings
+
+from tmrl_core.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +31,14 @@ TRAINING = [
 ]  # fmt: skip
 
 
-def metrics(home: Path, run: str) -> list[dict[str, Any]]:
-    path = home / "runs" / run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            pass  # a line being written
-    return records
-
-
-def wait_metrics(home: Path, run: str, predicate: Any, what: str, timeout: float = 240.0) -> dict[str, Any]:
+def wait_metrics(run: str, predicate: Any, what: str, timeout: float = 240.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        records = metrics(home, run)
+        records = read_metrics(run)
         if records and predicate(records[-1]):
             return records[-1]
         time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout:.0f} s; last metrics: {metrics(home, run)[-1:]}")
+    raise AssertionError(f"no {what} within {timeout:.0f} s; last metrics: {read_metrics(run)[-1:]}")
 
 
 def start(spawn_tmrl: Any, credentials_dir: Path, run: str, workers: int) -> tuple[Any, Any, list[Any], list[str]]:
@@ -69,7 +57,7 @@ def test_two_workers_train_pendulum_and_every_sample_reaches_the_memory(
     tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any
 ) -> None:
     server, trainer, workers, _ = start(spawn_tmrl, credentials_dir, "e2e", workers=2)
-    wait_metrics(tmrl_home, "e2e", lambda r: r["training_steps"] >= 10 and r["env_steps"] >= 200, "training")
+    wait_metrics("e2e", lambda r: r["training_steps"] >= 10 and r["env_steps"] >= 200, "training")
     sent = 0
     for worker in workers:
         worker.signal(signal.SIGTERM)
@@ -78,9 +66,7 @@ def test_two_workers_train_pendulum_and_every_sample_reaches_the_memory(
         assert match, worker.log()
         assert match.group(2) == "0" and match.group(3) == "0", match.group(0)
         sent += int(match.group(1))
-    wait_metrics(
-        tmrl_home, "e2e", lambda r: r["env_steps"] + r["episodes"] == sent, f"{sent} samples in the trainer's memory"
-    )
+    wait_metrics("e2e", lambda r: r["env_steps"] + r["episodes"] == sent, f"{sent} samples in the trainer's memory")
     trainer.signal(signal.SIGTERM)
     assert trainer.wait(120) == 0, trainer.log()
     log = trainer.log()
@@ -98,7 +84,7 @@ def test_training_goes_on_after_the_server_is_killed_and_restarted(
     tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any
 ) -> None:
     server, trainer, (worker,), common = start(spawn_tmrl, credentials_dir, "restart", workers=1)
-    before = wait_metrics(tmrl_home, "restart", lambda r: r["training_steps"] >= 10, "training")
+    before = wait_metrics("restart", lambda r: r["training_steps"] >= 10, "training")
     server.signal(signal.SIGKILL)
     server.wait(30)
     time.sleep(2.0)
@@ -106,7 +92,6 @@ def test_training_goes_on_after_the_server_is_killed_and_restarted(
     server = spawn_tmrl("server", "server", *common)
     server.wait_for("listening on")
     after = wait_metrics(
-        tmrl_home,
         "restart",
         lambda r: r["env_steps"] >= before["env_steps"] + 200 and r["training_steps"] >= before["training_steps"] + 10,
         "progress after the restart",
