@@ -6,8 +6,8 @@ their integer-keyed ``state``, memories, RNG states). :func:`save_state` writes 
 tensor and array becomes a safetensors tensor, and the structure around them is a JSON "skeleton" in the file's
 metadata, next to a digest of every tensor's bytes so that corruption anywhere is detected on load.
 
-Writing is atomic: a temporary file in the same folder, flushed and fsynced, then ``os.replace``: a crash leaves
-either the old file or the new one, never half of one. A file that does not load raises
+Writing is atomic (:func:`tmrl_core.files.atomic_write`): a temporary file in the same folder, flushed and fsynced,
+then ``os.replace``: a crash leaves either the old file or the new one, never half of one. A file that does not load raises
 :class:`~tmrl_core.errors.CheckpointError` with a clear message; nothing here overwrites or deletes it
 (:func:`quarantine` moves it aside when the user asks for a fresh start).
 
@@ -20,9 +20,8 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,40 +29,28 @@ import numpy as np
 import torch
 
 from tmrl_core.errors import CheckpointError
+from tmrl_core.files import atomic_write
+
+__all__ = [
+    "atomic_write",  # kept importable from here: it was defined here before tmrl_core.files
+    "auto_load_state_dict",
+    "auto_state_dict",
+    "load_state",
+    "load_state_into",
+    "load_weights",
+    "quarantine",
+    "rng_state",
+    "save_state",
+    "save_weights",
+    "set_rng_state",
+    "state_of",
+]
 
 FORMAT = "tmrl-state"
 FORMAT_VERSION = 1
 
 
-# -- atomic files ----------------------------------------------------------------------------------------------------
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], *, fsync: bool = True) -> Path:
-    """Create ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same folder, then it replaces
-    ``path`` in one step (after an fsync of the file and, on POSIX, of the folder when ``fsync``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        if fsync:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if fsync and os.name == "posix":
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+# -- files ---------------------------------------------------------------------------------------------------------
 
 
 def quarantine(path: str | os.PathLike[str], reason: str = "corrupt") -> Path:
@@ -292,3 +279,48 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
+
+
+# -- state of objects without their own state_dict (e.g. the seed tutorial's agent) -------------------------------
+
+
+def auto_state_dict(obj: Any) -> dict[str, Any]:
+    """The state of ``obj``'s modules, optimisers, tensors and plain attributes (for agents without ``state_dict``)."""
+    state: dict[str, Any] = {}
+    for name, value in vars(obj).items():
+        if isinstance(value, (torch.nn.Module, torch.optim.Optimizer)):
+            state[name] = value.state_dict()
+        elif isinstance(value, torch.Tensor):
+            state[name] = value
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            state[name] = value
+    return state
+
+
+def auto_load_state_dict(obj: Any, state: Mapping[str, Any]) -> None:
+    """Restore what :func:`auto_state_dict` returned (tensors are copied in place, keeping optimiser references)."""
+    for name, saved in state.items():
+        current = getattr(obj, name, None)
+        if isinstance(current, (torch.nn.Module, torch.optim.Optimizer)):
+            current.load_state_dict(saved)
+        elif isinstance(current, torch.Tensor) and isinstance(saved, torch.Tensor):
+            with torch.no_grad():
+                current.copy_(saved)
+        elif not isinstance(current, torch.Tensor):
+            setattr(obj, name, saved)
+
+
+def state_of(obj: Any) -> dict[str, Any]:
+    """``obj.state_dict()``, or, when it raises ``NotImplementedError``, :func:`auto_state_dict` marked as such."""
+    try:
+        return obj.state_dict()
+    except NotImplementedError:
+        return {"__auto__": auto_state_dict(obj)}
+
+
+def load_state_into(obj: Any, state: Mapping[str, Any]) -> None:
+    """Restore what :func:`state_of` returned."""
+    if "__auto__" in state:
+        auto_load_state_dict(obj, state["__auto__"])
+    else:
+        obj.load_state_dict(state)

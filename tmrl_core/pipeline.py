@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError, TmrlError
+from tmrl_core.files import atomic_write_text
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
 
 log = logging.getLogger("tmrl.pipeline")
@@ -331,12 +332,11 @@ def run_worker(p: Pipeline, worker: Any) -> None:
 
 
 def write_run_info(p: Pipeline) -> Path:
-    from tmrl_core.checkpoint import atomic_write
     from tmrl_core.metrics import run_dir
 
     path = run_dir(p.settings.run.name) / RUN_INFO_FILE
     text = json.dumps(p.run_info(), indent=2)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), fsync=False)
+    return atomic_write_text(path, text, fsync=False)
 
 
 def read_run_info(run_name: str) -> dict[str, Any]:

@@ -28,57 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from tmrl_core import checkpoint as ckpt
 from tmrl_core.buffer import Buffer
 from tmrl_core.errors import CheckpointError, TmrlError
+from tmrl_core.files import remove_stale_temporaries
 
 log = logging.getLogger("tmrl.trainer")
 
 _DEFAULT: Any = object()  # "not given": tell apart from an explicit None (which disables a file)
-
-
-# -- generic state dicts for objects that do not define their own (e.g. the seed tutorial's agent) --------------
-
-
-def auto_state_dict(obj: Any) -> dict[str, Any]:
-    """The state of ``obj``'s modules, optimisers, tensors and plain attributes (for agents without ``state_dict``)."""
-    state: dict[str, Any] = {}
-    for name, value in vars(obj).items():
-        if isinstance(value, (torch.nn.Module, torch.optim.Optimizer)):
-            state[name] = value.state_dict()
-        elif isinstance(value, torch.Tensor):
-            state[name] = value
-        elif isinstance(value, (bool, int, float, str)) or value is None:
-            state[name] = value
-    return state
-
-
-def auto_load_state_dict(obj: Any, state: dict[str, Any]) -> None:
-    """Restore what :func:`auto_state_dict` returned (tensors are copied in place, keeping optimiser references)."""
-    for name, saved in state.items():
-        current = getattr(obj, name, None)
-        if isinstance(current, (torch.nn.Module, torch.optim.Optimizer)):
-            current.load_state_dict(saved)
-        elif isinstance(current, torch.Tensor) and isinstance(saved, torch.Tensor):
-            with torch.no_grad():
-                current.copy_(saved)
-        elif not isinstance(current, torch.Tensor):
-            setattr(obj, name, saved)
-
-
-def _state_of(obj: Any) -> dict[str, Any]:
-    try:
-        return obj.state_dict()
-    except NotImplementedError:
-        return {"__auto__": auto_state_dict(obj)}
-
-
-def _load_state_into(obj: Any, state: dict[str, Any]) -> None:
-    if "__auto__" in state:
-        auto_load_state_dict(obj, state["__auto__"])
-    else:
-        obj.load_state_dict(state)
 
 
 def _accepts(factory: Any, name: str) -> bool:
@@ -354,8 +312,6 @@ class TorchTrainingOffline:
     # -- state ---------------------------------------------------------------------------------------------------
     def state_dict(self, keep_memory: bool = True) -> dict[str, Any]:
         """Counters, the agent, the memory (if it can be saved and ``keep_memory``) and the RNG states."""
-        from tmrl_core.checkpoint import rng_state
-
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "round": self.round,
@@ -363,8 +319,8 @@ class TorchTrainingOffline:
             "total_samples": self.total_samples,
             "env_steps": self.env_steps,
             "episodes": self.episodes,
-            "agent": _state_of(self.agent),
-            "rng": rng_state(),
+            "agent": ckpt.state_of(self.agent),
+            "rng": ckpt.rng_state(),
             "memory": None,
         }
         if keep_memory:
@@ -375,14 +331,12 @@ class TorchTrainingOffline:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from tmrl_core.checkpoint import set_rng_state
-
         for key in ("epoch", "round", "total_updates", "total_samples", "env_steps", "episodes"):
             setattr(self, key, int(state[key]))
-        _load_state_into(self.agent, state["agent"])
+        ckpt.load_state_into(self.agent, state["agent"])
         if state.get("memory") is not None:
             self.memory.load_state_dict(state["memory"])
-        set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])
         self._updates_at_last_send = -1
 
 
@@ -449,6 +403,7 @@ class Trainer:
 
         kwargs = {"settings": settings} if _accepts(training_cls, "settings") else {}
         self.training = training_cls(**kwargs)
+        self._remove_stale_temporaries()
         self.resumed = self._resume()
         self._saved_at = self._progress() if self.resumed else None
 
@@ -474,14 +429,19 @@ class Trainer:
         self.interface = _Interface(self.endpoint)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _remove_stale_temporaries(self) -> None:
+        """Delete what a kill during a previous checkpoint or weights write left (this trainer owns both files)."""
+        for path in (self.checkpoint_path, self.model_path):
+            if path is not None:
+                for tmp in remove_stale_temporaries(path):
+                    log.warning("trainer: removed %s, left by an interrupted write", tmp)
+
     def _resume(self) -> bool:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
         if self.settings.run.reset_training:
-            from tmrl_core.checkpoint import quarantine
-
-            moved = quarantine(path, "old")
+            moved = ckpt.quarantine(path, "old")
             log.warning("trainer: reset_training: the previous checkpoint was moved to %s", moved)
             return False
         if self.load_run_instance_fn is not None:
@@ -491,9 +451,7 @@ class Trainer:
             else:
                 self.training = loaded
             return True
-        from tmrl_core.checkpoint import load_state
-
-        state = load_state(path, kind="checkpoint")
+        state = ckpt.load_state(path, kind="checkpoint")
         saved_meta = state.get("meta", {})
         for key, value in self.meta.items():
             if key in saved_meta and saved_meta[key] != value:
@@ -530,18 +488,14 @@ class Trainer:
             if self.dump_run_instance_fn is not None:
                 self.dump_run_instance_fn(self.training, str(self.checkpoint_path))
             else:
-                from tmrl_core.checkpoint import save_state
-
                 keep = self.settings.checkpoint.keep_memory
-                save_state(self.checkpoint_path, {"meta": self.meta, "training": self.training.state_dict(keep)})
+                ckpt.save_state(self.checkpoint_path, {"meta": self.meta, "training": self.training.state_dict(keep)})
         self.save_weights()
         log.info("trainer: checkpoint written in %.2f s", time.perf_counter() - t0)
 
     def save_weights(self) -> None:
         if self.model_path is not None:
-            from tmrl_core.checkpoint import save_weights
-
-            save_weights(self.model_path, self.training.agent.get_actor().state_dict())
+            ckpt.save_weights(self.model_path, self.training.agent.get_actor().state_dict())
 
     # -- running ---------------------------------------------------------------------------------------------------
     def stop(self) -> None:

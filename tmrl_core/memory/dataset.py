@@ -35,6 +35,7 @@ import numpy as np
 from tmrl_core.buffer import Buffer
 from tmrl_core.compression import is_history_compressed
 from tmrl_core.errors import CheckpointError, ConfigError
+from tmrl_core.files import atomic_write
 
 DATASET_FORMAT = "tmrl-dataset"
 DATASET_VERSION = 1
@@ -45,8 +46,6 @@ def _meta_array(meta: dict[str, Any]) -> np.ndarray:
 
 
 def _write(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], compress: bool) -> Path:
-    from tmrl_core.checkpoint import atomic_write
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
