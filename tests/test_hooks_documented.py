@@ -12,7 +12,7 @@ import pytest
 from tmrl_core import hookspecs
 from tmrl_core.config_migration import DROPPED, FIXED_PLUGIN_KEYS, TOP_LEVEL
 from tmrl_core.plugins import HOOK_NAMES
-from tmrl_core.settings import CORE_SECTIONS, ENV_DELIMITER, ENV_PREFIX, Settings, _jsonable
+from tmrl_core.settings import CORE_SECTIONS, ENV_DELIMITER, ENV_PREFIX, Settings, jsonable
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -80,7 +80,7 @@ def test_every_setting_is_documented_with_its_default_and_env_var() -> None:
         for field in model.model_fields:
             key = f"{section}.{field}"
             env = f"{ENV_PREFIX}{section.upper()}{ENV_DELIMITER}{field.upper()}"
-            default = _jsonable(defaults[section][field], reveal_secrets=True)
+            default = jsonable(defaults[section][field], reveal_secrets=True)
             shown = "null" if default is None else repr(default) if not isinstance(default, str) else f'"{default}"'
             if isinstance(default, bool):
                 shown = str(default).lower()

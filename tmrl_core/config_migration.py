@@ -18,18 +18,27 @@ it).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from tmrl_core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from tmrl_core.plugins import PluginManager
+from tmrl_core.plugins import PluginManager, get_plugin_manager
+from tmrl_core.settings import (
+    CONFIG_VERSION,
+    CORE_SECTIONS,
+    Settings,
+    backup_path,
+    is_original_config,
+    plugin_settings_models,
+    validate_model,
+    write_config_file,
+)
 
 
 def _device(flag: Any) -> str:
@@ -114,13 +123,6 @@ class Migration:
     warnings: list[str] = field(default_factory=list)
 
 
-def is_original_config(data: Mapping[str, Any]) -> bool:
-    """Whether ``data`` is a config of the original tmrl (``"__VERSION__"`` or its upper-case keys)."""
-    from tmrl_core.settings import ORIGINAL_TOP_LEVEL_KEYS
-
-    return "__VERSION__" in data or any(key in ORIGINAL_TOP_LEVEL_KEYS for key in data)
-
-
 def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     *parents, last = dotted.split(".")
@@ -167,8 +169,6 @@ def convert_original(
         models: the settings models of plugin sections, to find each value's field and check it (see the module's
             docstring); a section without a model gets the original keys in lower case.
     """
-    from tmrl_core.settings import CONFIG_VERSION, _validate_model
-
     models = models or {}
     migration = Migration(data={"version": CONFIG_VERSION})
     # section -> [(original dotted key, value)] of the values that go to plugin sections
@@ -233,7 +233,7 @@ def convert_original(
             # Drop what the model refuses, so that the written file loads.
             while values:
                 try:
-                    _validate_model(
+                    validate_model(
                         model,
                         values,
                         {(section, n): f"the original {o}" for n, o in origin.items()},
@@ -274,10 +274,6 @@ def migrate_file(
         ConfigError: ``source`` is missing, is not JSON, or is not an original config; or the converted values do
             not fit the core sections.
     """
-    import json
-
-    from tmrl_core import settings as st
-
     try:
         old = json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -295,20 +291,18 @@ def migrate_file(
             hint="nothing to migrate; `tmrl config show` shows the effective settings",
         )
     if manager is None:
-        from tmrl_core.plugins import get_plugin_manager
-
         manager = get_plugin_manager()
-    models, _ = st.plugin_settings_models(manager)
+    models, _ = plugin_settings_models(manager)
     migration = convert_original(old, plugin_sections=set(manager.settings_sections()), models=models)
     # The core sections must validate, or the new file would not load.
-    core = {key: value for key, value in migration.data.items() if key in st.CORE_SECTIONS}
-    st._validate_model(st.Settings, core, {}, {})
+    core = {key: value for key, value in migration.data.items() if key in CORE_SECTIONS}
+    validate_model(Settings, core, {}, {})
 
     if dry_run:
         return migration, None
     backup = None
     if target.exists():
-        backup = st.backup_path(target)
+        backup = backup_path(target)
         backup.write_bytes(target.read_bytes())
-    st.write_config_file(target, migration.data)
+    write_config_file(target, migration.data)
     return migration, backup

@@ -156,11 +156,11 @@ def migrate(
 
 
 def _masked(data: Any, key: str = "") -> Any:
-    from tmrl_core.settings import MASK, _is_secret_name
+    from tmrl_core.settings import MASK, is_secret_name
 
     if isinstance(data, dict):
         return {k: _masked(v, k) for k, v in data.items()}
-    if key and data not in (None, "") and _is_secret_name((key,)):
+    if key and data not in (None, "") and is_secret_name((key,)):
         return MASK
     return data
 
