@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from pydantic import BaseModel
 
 from tmrl_core.__about__ import __version__
 from tmrl_core.errors import ConfigError
+from tmrl_core.files import atomic_write_text
 from tmrl_core.settings.models import CONFIG_VERSION, CORE_SECTIONS, Settings
 from tmrl_core.settings.tree import jsonable
 
@@ -88,19 +86,7 @@ def default_config(*, models: Mapping[str, type[BaseModel]] | None = None) -> di
 
 def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` atomically (a crash leaves the old file or the new one, never half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def backup_path(path: Path) -> Path:
