@@ -65,3 +65,41 @@ def test_worker_samples_rebuild_exactly_with_the_rc_drone_defaults(tmrl_home: An
     memory.batch(np.arange(len(memory)))  # crc_debug: every transition checked against the worker's record
     for i in range(0, len(memory), 9):
         memory[i]
+
+
+@pytest.mark.filterwarnings("ignore:Time-step timed out")
+def test_a_test_episode_does_not_leak_its_actions_into_the_next_recorded_reset(tmrl_home: Any) -> None:
+    """rtgym with reset_act_buf=False carries actions over resets; a memory that rebuilds the reset observation's
+    action buffer from the previous recorded episode (the seed tutorial's) must find exactly those actions there,
+    even when an unrecorded test episode (or an interrupted one) ran in between."""
+    from tmrl_core.worker import RolloutWorker
+
+    settings = RcDroneSettings(
+        time_step_duration=0.0005, start_obs_capture=0.0005, time_step_timeout_factor=100.0, ep_max_length=8
+    )
+    assert settings.reset_act_buf is False
+    n = settings.act_buf_len
+    worker = RolloutWorker(
+        env_cls=partial(make_rc_drone, settings, seed=0),
+        actor_module_cls=RandomActor,
+        standalone=True,
+        verbose=False,
+        seed=0,
+    )
+    default = np.asarray(worker.env.unwrapped.default_action)
+    try:
+        for unrecorded in ("test", "test-twice", "none"):
+            worker.collect_train_episode()
+            recorded_actions = [s[0] for s in worker.buffer.memory[-n:]]  # the episode's last n actions
+            worker.buffer = Buffer(maxlen=worker.buffer.maxlen)
+            if unrecorded != "none":
+                worker.run_episode(train=False)  # deterministic, different actions, not recorded
+            if unrecorded == "test-twice":
+                worker.run_episode(train=False)
+            worker.collect_train_episode()
+            reset_obs = worker.buffer.memory[0][1]
+            worker.buffer = Buffer(maxlen=worker.buffer.maxlen)
+            expected = [*recorded_actions[:-1], default]  # the last one was never applied: the default replaces it
+            np.testing.assert_array_equal(np.stack(reset_obs[-n:]), np.stack(expected), err_msg=unrecorded)
+    finally:
+        worker.close()

@@ -65,6 +65,28 @@ def is_realtime(env: gymnasium.Env) -> bool:
     return hasattr(env.unwrapped, "default_action") and hasattr(env.unwrapped, "act_buf")
 
 
+def carried_action_buffer(env: gymnasium.Env) -> list[np.ndarray] | None:
+    """A copy of the rtgym action buffer that the next ``reset()`` carries over (``reset_act_buf=False``), else None.
+
+    The worker keeps this copy at the end of every recorded episode and puts it back
+    (:func:`restore_action_buffer`) before the next recorded reset when an unrecorded episode (a test episode, an
+    interrupted one) ran in between. Without that, the next reset observation would hold the unrecorded episode's
+    actions, which a memory that rebuilds action buffers from the previous recorded episode (the seed tutorial's)
+    cannot know: it would build wrong transitions silently (and fail its CRC check in debug mode).
+    """
+    if not is_realtime(env) or getattr(env.unwrapped, "reset_act_buf", True):
+        return None
+    act_buf = env.unwrapped.act_buf
+    return [np.array(a, copy=True) for a in act_buf] if act_buf else None
+
+
+def restore_action_buffer(env: gymnasium.Env, saved: list[np.ndarray]) -> None:
+    """Put back an action buffer saved by :func:`carried_action_buffer` (call it between episodes, before reset)."""
+    act_buf = env.unwrapped.act_buf
+    act_buf.clear()
+    act_buf.extend(np.array(a, copy=True) for a in saved)
+
+
 def reset_action(env: gymnasium.Env) -> np.ndarray:
     """The action of the reset sample; call it right after ``reset()``.
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from tmrl_core.agents import ActorModule, TorchActorModule
 from tmrl_core.buffer import Buffer
-from tmrl_core.envs import is_realtime, reset_action
+from tmrl_core.envs import carried_action_buffer, is_realtime, reset_action, restore_action_buffer
 from tmrl_core.errors import CheckpointError
 
 log = logging.getLogger("tmrl.worker")
@@ -141,6 +141,10 @@ class RolloutWorker:
         )
         if isinstance(self.actor, TorchActorModule):
             self.actor = self.actor.to(self.device)
+        # rtgym's action buffer as the last recorded episode left it, and whether an unrecorded episode ran since
+        # (see carried_action_buffer: recorded episodes must follow each other as if nothing ran in between)
+        self._recorded_act_buf: list[np.ndarray] | None = None
+        self._unrecorded_since = False
         self._act_shape = getattr(self.env.action_space, "shape", None)
         self._act_dtype = getattr(self.env.action_space, "dtype", None)
         if self.model_path.is_file():
@@ -244,6 +248,10 @@ class RolloutWorker:
     def reset(self, collect_samples: bool) -> tuple[Any, dict[str, Any]]:
         """Reset the environment; when collecting, record the reset sample."""
         seed, self._seed = self._seed, None
+        if collect_samples and self._unrecorded_since and self._recorded_act_buf is not None:
+            restore_action_buffer(self.env, self._recorded_act_buf)
+            log.debug("worker: restored the action buffer of the last recorded episode (an unrecorded one ran since)")
+        self._unrecorded_since = True  # until this episode is recorded to its end
         obs, info = self.env.reset(seed=seed)
         if self.obs_preprocessor is not None:
             obs = self.obs_preprocessor(obs)
@@ -284,6 +292,9 @@ class RolloutWorker:
             )
             ret += rew
             if terminated or truncated:
+                if collect:
+                    self._unrecorded_since = False
+                    self._recorded_act_buf = carried_action_buffer(self.env)
                 return ret, steps
 
     def collect_train_episode(self, max_samples_per_episode: int | float | None = None) -> tuple[float, int]:

@@ -6,10 +6,11 @@ training agent; the server and the trainer run in this script, the worker in a t
 
 Only the imports differ from the tutorial (``tmrl.*`` -> ``tmrl_core``), plus the file paths, which come from the
 data folder instead of the original ``config_constants``. ``tests/test_tutorial.py`` runs it with ``--short
---crc-debug`` and checks that it trains and that the CRC check passes.
+--crc-debug`` (several test episodes, which the worker runs without recording them and without letting their actions
+reach the next recorded reset) and checks that it trains and that the CRC check passes.
 
 Run it:  python docs/examples/tutorial.py            (the tutorial's settings: a few minutes)
-         python docs/examples/tutorial.py --short    (seconds)
+         python docs/examples/tutorial.py --short    (about 20 seconds)
 """
 
 import argparse
@@ -79,10 +80,10 @@ memory_size = 1000000
 batch_size = 32
 hidden_sizes = (256, 256)
 crc_debug = args.crc_debug
-if args.short:
+if args.short:  # several test episodes (one every 10 training episodes) before training ends
     epochs, rounds, steps = 1, 2, 25
     update_buffer_interval = update_model_interval = 25
-    start_training = 120
+    start_training = 400
     hidden_sizes = (32, 32)
 
 # === The environment: rtgym's dummy RC drone =========================================================================
@@ -159,7 +160,7 @@ if args.short:
     my_config["time_step_duration"] = 0.02
     my_config["start_obs_capture"] = 0.02
     my_config["time_step_timeout_factor"] = 5.0  # a loaded test machine may be late
-    my_config["ep_max_length"] = 30
+    my_config["ep_max_length"] = 10
 
 env_cls = partial(GenericGymEnv, id="real-time-gym-ts-v1", gym_kwargs={"config": my_config})
 
