@@ -37,8 +37,10 @@ class ActorModule(ABC):
 class TorchActorModule(ActorModule, torch.nn.Module, ABC):
     """An :class:`ActorModule` that is a ``torch.nn.Module``.
 
-    Implement ``forward(obs, test=False, with_logprob=True)`` for training and ``act`` for acting.
-    :meth:`act_` batches one observation, calls ``act`` and unbatches, on the module's device.
+    Implement ``forward(obs, test=False, with_logprob=True)`` for training and ``act`` for acting: ``act`` receives
+    a batch of one observation (tensors on the module's device, see :func:`collate_observation`) and returns the
+    action, either unbatched (shaped like ``action_space.shape``) or as a batch of one. The worker calls
+    :meth:`act_`, which does the batching and the unbatching.
     """
 
     def __init__(self, observation_space: Any, action_space: Any) -> None:
@@ -52,9 +54,21 @@ class TorchActorModule(ActorModule, torch.nn.Module, ABC):
         return torch.device("cpu")
 
     def act_(self, obs: Any, test: bool = False) -> np.ndarray:
-        """Run ``act`` on one raw observation: converts to a batch of one tensor on the module's device."""
+        """``act`` on one raw observation (as the environment returns it), as a numpy action.
+
+        The observation becomes a batch of one on the module's device; a result of shape ``(1, *action_space.shape)``
+        loses its batch dimension. Any other shape that is not the action space's is returned unchanged: the worker
+        refuses it (:class:`~tmrl_core.errors.ActionShapeError`) rather than guess how to reshape it.
+        """
         batch = collate_observation(obs, self.device)
-        return np.asarray(self.act(batch, test=test))
+        action = self.act(batch, test=test)
+        if isinstance(action, torch.Tensor):
+            action = action.detach().cpu().numpy()
+        action = np.asarray(action)
+        shape = getattr(self.action_space, "shape", None)
+        if shape is not None and action.shape == (1, *shape):
+            action = action[0]
+        return action
 
 
 def collate_observation(obs: Any, device: torch.device | str = "cpu") -> Any:

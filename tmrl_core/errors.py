@@ -34,6 +34,10 @@ class PluginError(TmrlError):
     """A plugin could not be loaded or its component could not be built."""
 
 
+class ActionShapeError(PluginError):
+    """An actor returned an action that does not fit the environment's action space (a plugin's bug)."""
+
+
 class ConfigError(TmrlError):
     """A setting has a bad value, an unknown key, or the config file cannot be read."""
 

@@ -320,6 +320,7 @@ def build_worker(
         seed=None if seed is None else seed + 1000 * index,
         save_weights=save_weights,
         model_path=model_path,
+        actor_origin=f"the actor of agent {p.algo_name!r} (plugin {p.agent.plugin or '?'!r})" if p.agent else None,
     )
 
 

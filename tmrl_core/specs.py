@@ -35,7 +35,11 @@ def resolve(ref: Ref, *, what: str = "factory") -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise PluginError(f"{what} {ref!r}: module {module_name!r} has no attribute {attr_path!r}") from exc
+            raise PluginError(
+                f"{what} {ref!r}: module {module_name!r} has no attribute {attr_path!r}",
+                hint="is the plugin that provides it installed with all its dependencies, and in a version that has"
+                " it? (otherwise its registration names the wrong attribute)",
+            ) from exc
     return obj
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from tmrl_core.agents import ActorModule, TorchActorModule
 from tmrl_core.buffer import Buffer
 from tmrl_core.envs import carried_action_buffer, is_realtime, reset_action, restore_action_buffer
-from tmrl_core.errors import CheckpointError
+from tmrl_core.errors import ActionShapeError, CheckpointError
 
 log = logging.getLogger("tmrl.worker")
 
@@ -80,6 +80,8 @@ class RolloutWorker:
         name: this worker's name in the server's logs.
         seed: seed of the first ``reset`` (then the environment's own RNG continues).
         save_weights: save received weights to ``model_path`` (off when another process owns that file).
+        actor_origin: names the actor in error messages, e.g. ``"the actor of agent 'sac' (plugin 'sac')"``
+            (default: its class).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class RolloutWorker:
         name: str | None = None,
         seed: int | None = None,
         save_weights: bool = True,
+        actor_origin: str | None = None,
     ) -> None:
         from tmrl_core.server import make_transport, resolve_device, settings_or_load
 
@@ -124,6 +127,7 @@ class RolloutWorker:
         self.sample_compressor = sample_compressor
         self.model_history = ws.model_history if model_history is None else int(model_history)
         self.save_weights = save_weights
+        self.actor_origin = actor_origin
         self._seed = seed if seed is not None else settings.run.seed
 
         from tmrl_core.paths import subdir
@@ -230,8 +234,15 @@ class RolloutWorker:
             action = self.actor.act_(obs, test=test)
         else:
             action = np.asarray(self.actor.act(obs, test=test))
-        if self._act_shape is not None and action.shape != self._act_shape and action.size == int(np.prod(self._act_shape)):
-            action = action.reshape(self._act_shape)  # e.g. a squeezed batch of one
+        if self._act_shape is not None and action.shape != self._act_shape:
+            # reshaping would guess (a squeezed action, a flattened one, a wrong one of the right size): refuse
+            origin = self.actor_origin or f"actor {type(self.actor).__module__}.{type(self.actor).__qualname__}"
+            raise ActionShapeError(
+                f"{origin} returned an action of shape {action.shape}; the action space {self.env.action_space}"
+                f" expects {self._act_shape}",
+                hint="act() must return one action shaped like action_space.shape (TorchActorModule.act_ removes a"
+                " batch dimension of one); report it to the plugin's authors",
+            )
         if self._act_dtype is not None and action.dtype != self._act_dtype:
             action = action.astype(self._act_dtype)
         return action
