@@ -122,7 +122,7 @@ def test_wraparound_is_exact_and_trims_in_constant_time(raw_buffers: list) -> No
         first = [True] + [bool(a[3] or a[4]) for a in samples[:-1]]
         assert len(memory) == sum(1 for f in first[-21:][1:] if not f)
         memory.batch(np.arange(len(memory)))  # every stored transition rebuilt exactly (crc_debug)
-    assert memory._leaves[0].shape[0] == 21  # the ring never grew
+    assert memory.storage.leaves[0].shape[0] == 21  # the ring never grew
     assert newest[-1][5]["tmrl_crc"]["step"] == memory.get_transition(len(memory) - 1)[6]["tmrl_crc"]["step"]
 
 
@@ -137,7 +137,7 @@ def test_episodes_longer_than_the_memory_keep_their_histories() -> None:
             memory.append(part)
             if len(memory):
                 memory.batch(np.arange(len(memory)))
-    assert memory._hist[0].store.capacity == 6 + 4 + 1  # one row per sample: the row store never grew
+    assert memory.storage.histories[0].store.capacity == 6 + 4 + 1  # one row per sample: the row store never grew
 
 
 def test_short_episodes_with_carried_action_buffers_grow_the_action_rows() -> None:
@@ -152,7 +152,7 @@ def test_short_episodes_with_carried_action_buffers_grow_the_action_rows() -> No
     for buffer in buffers:
         memory.append(buffer)
         memory.batch(np.arange(len(memory)))
-    assert memory._hist[-1].store.capacity > 31 + 3 + 1
+    assert memory.storage.histories[-1].store.capacity > 31 + 3 + 1
 
 
 def test_samples_of_an_episode_whose_reset_never_arrived_are_dropped(caplog: pytest.LogCaptureFixture) -> None:

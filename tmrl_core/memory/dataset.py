@@ -28,7 +28,7 @@ import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,8 @@ from tmrl_core.buffer import Buffer
 from tmrl_core.compression import is_history_compressed
 from tmrl_core.errors import CheckpointError, ConfigError
 from tmrl_core.files import atomic_write
+from tmrl_core.memory.storage import CHUNK, RingStorage
+from tmrl_core.memory.structure import assemble, flatten, flatten_values, leaf_count
 
 DATASET_FORMAT = "tmrl-dataset"
 DATASET_VERSION = 1
@@ -64,17 +66,15 @@ def write_dataset(
 
     ``resets`` defaults to: the first sample and every sample after a terminated or truncated one.
     """
-    from tmrl_core.memory.ring import _flatten, _flatten_values
-
     if not samples:
         raise ConfigError("cannot write an empty dataset")
     if is_history_compressed(samples[0][1]):
         raise ConfigError("write_dataset needs raw samples, not compressed ones", hint="use save_dataset(memory, path)")
-    structure = _flatten(samples[0][1], [])
+    structure = flatten(samples[0][1], [])
     columns: list[list[Any]] = []
     for sample in samples:
         leaves: list[Any] = []
-        _flatten_values(sample[1], leaves)
+        flatten_values(sample[1], leaves)
         if not columns:
             columns = [[] for _ in leaves]
         for column, leaf in zip(columns, leaves, strict=True):
@@ -100,23 +100,52 @@ def write_dataset(
 def save_dataset(memory: Any, path: str | os.PathLike[str], *, compress: bool = False) -> Path:
     """Write the samples a memory holds as a dataset (full observations, histories rebuilt).
 
-    Works for :class:`~tmrl_core.memory.RingMemory` and for memories that keep raw samples in ``.samples``
+    Works for memories with a :class:`~tmrl_core.memory.storage.RingStorage` in ``.storage``
+    (:class:`~tmrl_core.memory.RingMemory`) and for memories that keep raw samples in ``.samples``
     (:class:`~tmrl_core.memory.GenericTorchMemory` with the ``none`` compressor).
     """
-    from tmrl_core.memory.ring import RingMemory
-
-    if isinstance(memory, RingMemory):
-        return _write(path, memory._dataset_arrays(), compress)
+    storage = getattr(memory, "storage", None)
+    if isinstance(storage, RingStorage):
+        return _write(path, storage_arrays(storage), compress)
     samples = getattr(memory, "samples", None)
     if samples is None:
         raise ConfigError(f"cannot write a dataset from a {type(memory).__name__}")
     return write_dataset(path, samples, compress=compress)
 
 
+def storage_arrays(storage: RingStorage) -> dict[str, np.ndarray]:
+    """The dataset arrays (see the module docstring) of the samples a ring storage holds."""
+    n = storage.stored_samples
+    if n == 0:
+        raise ConfigError("cannot write a dataset from an empty memory")
+    positions = np.arange(storage.tail, storage.head)
+    columns: list[list[np.ndarray]] = []
+    structure = None
+    for lo in range(0, n, CHUNK):
+        flat: list[Any] = []
+        structure = flatten(storage.observations(positions[lo : lo + CHUNK]), flat)
+        if not columns:
+            columns = [[] for _ in flat]
+        for column, leaf in zip(columns, flat, strict=True):
+            column.append(np.ascontiguousarray(leaf))
+    slots = positions % storage.capacity
+    reset = storage.first[slots].copy()
+    reset[0] = True  # the oldest stored sample has no predecessor left
+    arrays = {
+        "meta": _meta_array({"format": DATASET_FORMAT, "version": DATASET_VERSION, "samples": n, "structure": structure}),
+        "act": storage.act[slots],
+        "rew": storage.rew[slots],
+        "terminated": storage.terminated[slots] > 0,
+        "truncated": storage.truncated[slots] > 0,
+        "reset": reset,
+    }
+    for j, column in enumerate(columns):
+        arrays[f"obs.{j}"] = np.concatenate(column)
+    return arrays
+
+
 def read_dataset(path: str | os.PathLike[str]) -> tuple[list[tuple[Any, ...]], list[bool]]:
     """``(samples, resets)``: the dataset's raw samples ``(act, obs, rew, terminated, truncated, {})``."""
-    from tmrl_core.memory.ring import _assemble
-
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -129,7 +158,7 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[list[tuple[Any, ...]], l
         if meta.get("format") != DATASET_FORMAT or meta.get("version") != DATASET_VERSION:
             raise CheckpointError(f"{str(path)!r} is not a {DATASET_FORMAT} version {DATASET_VERSION} file")
         n = int(meta["samples"])
-        leaves = [arrays[f"obs.{j}"] for j in range(_leaf_count(meta["structure"]))]
+        leaves = [arrays[f"obs.{j}"] for j in range(leaf_count(meta["structure"]))]
         act, rew, reset = arrays["act"], arrays["rew"], arrays["reset"]
         terminated, truncated = arrays["terminated"], arrays["truncated"]
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -139,7 +168,7 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[list[tuple[Any, ...]], l
     samples = [
         (
             act[i],
-            _assemble(meta["structure"], [leaf[i] for leaf in leaves], [], False),
+            assemble(meta["structure"], [leaf[i] for leaf in leaves], [], False),
             float(rew[i]),
             bool(terminated[i]),
             bool(truncated[i]),
@@ -150,25 +179,26 @@ def read_dataset(path: str | os.PathLike[str]) -> tuple[list[tuple[Any, ...]], l
     return samples, [bool(r) for r in reset]
 
 
-def _leaf_count(node: Any) -> int:
-    kind = node[0]
-    if kind == "leaf":
-        return 1
-    if kind in ("tuple", "list"):
-        return sum(_leaf_count(n) for n in node[1])
-    if kind == "dict":
-        return sum(_leaf_count(n) for _, n in node[1])
-    raise CheckpointError(f"unknown node {kind!r} in a dataset structure")
+class SampleAppender(Protocol):
+    """A memory that stores raw samples with explicit episode starts (:class:`~tmrl_core.memory.RingMemory`)."""
+
+    total_samples: int
+
+    def append_samples(self, samples: Sequence[Any], resets: Sequence[bool] | None = None) -> None: ...
 
 
 def load_dataset(path: str | os.PathLike[str], memory: Any) -> int:
-    """Append a dataset's samples to ``memory``; returns how many were read."""
-    from tmrl_core.memory.ring import RingMemory
+    """Append a dataset's samples to ``memory``; returns how many were read.
 
+    A memory with ``append_samples(samples, resets)`` (:class:`SampleAppender`) gets them in one call; any other
+    :class:`~tmrl_core.memory.TorchMemory` gets one buffer per episode.
+    """
     samples, resets = read_dataset(path)
-    if isinstance(memory, RingMemory):
-        memory._append_samples(samples, resets)
-        memory._episode_open = False  # a dataset may end mid-episode: the next sample received starts one
+    if callable(getattr(memory, "append_samples", None)):
+        memory.append_samples(samples, resets)
+        storage = getattr(memory, "storage", None)
+        if isinstance(storage, RingStorage):
+            storage.episode_open = False  # a dataset may end mid-episode: the next sample received starts one
         memory.total_samples += len(samples)
         return len(samples)
     for episode in _episodes(samples, resets):

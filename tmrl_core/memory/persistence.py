@@ -1,4 +1,4 @@
-"""``RingMemory`` checkpoints: the stored samples as arrays and plain data (never pickle).
+"""``RingMemory`` checkpoints: the stored samples as arrays and plain data (never pickle), validated when read back.
 
 The state (format ``tmrl-ring-memory``, version 1) is a dict::
 
@@ -8,183 +8,162 @@ The state (format ``tmrl-ring-memory``, version 1) is a dict::
                 "hist.0.newest": ..., "hist.0.floor": ..., "hist.0.rows": ..., ...},
      "infos": uint8 array (tmrl_core.codec encoding of the list of info dicts) or None}
 
-Per-sample arrays hold the stored samples oldest first (absolute positions ``meta["tail"]`` to ``meta["head"]``);
+``meta`` and ``arrays`` are :meth:`RingStorage.state_dict() <tmrl_core.memory.storage.RingStorage.state_dict>`'s,
+with the memory's own counters added (``total_samples``, the episode ``stats``, the sampler's ``rng``). Per-sample
+arrays hold the stored samples oldest first (absolute positions ``meta["tail"]`` to ``meta["head"]``);
 ``hist.C.rows`` holds history ``C``'s rows from ``meta["hist"][C]["first_row"]`` on. The trainer's checkpoint
 (:mod:`tmrl_core.checkpoint`) writes it as safetensors.
+
+Reading back, ``meta`` is validated against :class:`RingMemoryMeta` (pydantic) and the arrays against it; anything
+that does not fit (wrong shape, negative counters, a bogus structure, positions outside the saved rows) raises
+:class:`~tmrl_core.errors.CheckpointError` and leaves the memory as it was. Only public interfaces of the memory are
+used (:class:`Persistable`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
-from tmrl_core.errors import CheckpointError
+from tmrl_core import codec
+from tmrl_core.errors import CheckpointError, CodecError
+from tmrl_core.memory.storage import RingStorage
 
-if TYPE_CHECKING:
-    from tmrl_core.memory.ring import RingMemory
-
-
-def _rng_state(memory: RingMemory) -> str:
-    return json.dumps(memory.rng.bit_generator.state)
-
-
-def _oldest_row(memory: RingMemory, h: int) -> int:
-    hist = memory._hist[h]
-    if memory._head == memory._tail:
-        return hist.store.head
-    s = memory._tail % memory.capacity
-    return int(max(hist.newest[s] - (hist.length - 1), hist.floor[s]))
+STATE_FORMAT = "tmrl-ring-memory"
+STATE_VERSION = 1
+STAT_NAMES = ("stat_train_return", "stat_test_return", "stat_train_steps", "stat_test_steps")
 
 
-def ring_state_dict(memory: RingMemory) -> dict[str, Any]:
+class Persistable(Protocol):
+    """What a memory needs to be saved here: its storage, its sampler's RNG and its counters."""
+
+    storage: RingStorage
+    rng: np.random.Generator
+    total_samples: int
+    stat_train_return: float | None
+    stat_test_return: float | None
+    stat_train_steps: int | None
+    stat_test_steps: int | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _HistCounters(_Strict):
+    first_row: NonNegativeInt
+    head: NonNegativeInt
+
+
+class _Stats(_Strict):
+    stat_train_return: float | None = None
+    stat_test_return: float | None = None
+    stat_train_steps: NonNegativeInt | None = None
+    stat_test_steps: NonNegativeInt | None = None
+
+
+class RingMemoryMeta(_Strict):
+    """The schema of ``meta`` (the structure itself is checked by :func:`~tmrl_core.memory.structure.check_structure`
+    when the storage loads it)."""
+
+    ready: bool
+    act_buf_len: NonNegativeInt
+    head: NonNegativeInt
+    tail: NonNegativeInt
+    episode_open: bool
+    floors: list[NonNegativeInt] = Field(max_length=1024)
+    dropped_samples: NonNegativeInt
+    total_samples: NonNegativeInt
+    stats: _Stats
+    rng: str = Field(max_length=4096)
+    structure: list[Any] | None = None
+    hist_lengths: list[PositiveInt] = Field(default_factory=list, max_length=1024)
+    hist: list[_HistCounters] = Field(default_factory=list, max_length=1024)
+
+
+def ring_state_dict(memory: Persistable) -> dict[str, Any]:
     """See the module docstring."""
-    from tmrl_core.memory.ring import STATE_FORMAT, STATE_VERSION
-
-    meta: dict[str, Any] = {
-        "ready": memory._ready,
-        "act_buf_len": memory.layout.act_buf_len,
-        "head": memory._head,
-        "tail": memory._tail,
-        "episode_open": memory._episode_open,
-        "floors": list(memory._floors),
-        "dropped_samples": memory.dropped_samples,
+    storage_state = memory.storage.state_dict()
+    meta = {
+        **storage_state["meta"],
         "total_samples": memory.total_samples,
-        "stats": {
-            name: getattr(memory, name)
-            for name in ("stat_train_return", "stat_test_return", "stat_train_steps", "stat_test_steps")
-        },
-        "rng": _rng_state(memory),
+        "stats": {name: getattr(memory, name) for name in STAT_NAMES},
+        "rng": json.dumps(memory.rng.bit_generator.state),
     }
-    state: dict[str, Any] = {
+    infos = storage_state["infos"]
+    return {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
         "meta": meta,
-        "arrays": {},
-        "infos": None,
+        "arrays": storage_state["arrays"],
+        "infos": None if infos is None else np.frombuffer(codec.encode(infos), dtype=np.uint8).copy(),
     }
-    if not memory._ready:
-        return state
-    meta["structure"] = memory._structure
-    meta["hist_lengths"] = list(memory._hist_lengths)
-    slots = np.arange(memory._tail, memory._head) % memory.capacity
-    arrays: dict[str, np.ndarray] = state["arrays"]
-    for j, column in enumerate(memory._leaves):
-        arrays[f"leaf.{j}"] = column[slots]
-    for name in ("act", "rew", "first"):
-        arrays[name] = getattr(memory, f"_{name}")[slots]
-    arrays["terminated"] = memory._terminated[slots] > 0
-    arrays["truncated"] = memory._truncated[slots] > 0
-    meta["hist"] = []
-    for h, hist in enumerate(memory._hist):
-        first_row = _oldest_row(memory, h)
-        meta["hist"].append({"first_row": first_row, "head": hist.store.head})
-        arrays[f"hist.{h}.newest"] = hist.newest[slots]
-        arrays[f"hist.{h}.floor"] = hist.floor[slots]
-        arrays[f"hist.{h}.rows"] = hist.store.export(first_row)
-    infos = memory._info[slots]
-    if any(info is not None for info in infos):
-        from tmrl_core import codec
-
-        state["infos"] = np.frombuffer(codec.encode(list(infos)), dtype=np.uint8).copy()
-    return state
 
 
-def load_ring_state(memory: RingMemory, state: dict[str, Any]) -> None:
+def check_state_format(state: Any) -> None:
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError("not a RingMemory state", hint="was the checkpoint written by another memory?")
+    if state.get("version") != STATE_VERSION:
+        raise CheckpointError(f"RingMemory state version {state.get('version')} is not supported")
+
+
+def load_ring_state(memory: Persistable, state: dict[str, Any]) -> None:
     """Replace the memory's contents with ``state`` (from :func:`ring_state_dict`, possibly another memory_size:
-    the newest samples that fit are kept)."""
-    from tmrl_core.memory.ring import _History, check_state_format
+    the newest samples that fit are kept). On any error the memory is left as it was.
 
+    Raises:
+        CheckpointError: the state is not a RingMemory state, does not fit this memory, or is damaged.
+    """
     check_state_format(state)
-    meta, arrays = state["meta"], state["arrays"]
-    if int(meta["act_buf_len"]) != memory.layout.act_buf_len:
+    try:
+        meta = RingMemoryMeta.model_validate(state.get("meta"))
+    except ValidationError as exc:
+        raise _damaged(f"its metadata does not fit the schema: {_first_error(exc)}") from None
+    if meta.act_buf_len != memory.storage.layout.act_buf_len:
         raise CheckpointError(
-            f"the saved memory has act_buf_len={meta['act_buf_len']}, this one {memory.layout.act_buf_len}",
+            f"the saved memory has act_buf_len={meta.act_buf_len}, this one {memory.storage.layout.act_buf_len}",
             hint="resume with the same environment settings",
         )
-    memory.rng.bit_generator.state = json.loads(meta["rng"])
-    memory.total_samples = int(meta["total_samples"])
-    memory.dropped_samples = int(meta["dropped_samples"])
-    for name, value in meta["stats"].items():
-        setattr(memory, name, value)
-    memory._episode_open = bool(meta["episode_open"])
-    memory._floors = [int(f) for f in meta["floors"]]
-    head, tail = int(meta["head"]), int(meta["tail"])
-    memory._vhead = memory._vtail = 0
-    if not meta["ready"]:
-        memory._ready = False
-        memory._head = memory._tail = head
-        return
-    c = memory.capacity
-    skip = max(0, (head - tail) - c)
-    tail += skip
-    memory._structure = meta["structure"]
-    memory._hist_lengths = [int(n) for n in meta["hist_lengths"]]
-    try:
-        keep = slice(skip, None)
-        leaves = [np.asarray(arrays[f"leaf.{j}"])[keep] for j in range(_count(arrays, "leaf."))]
-        columns = {name: np.asarray(arrays[name])[keep] for name in ("act", "rew", "terminated", "truncated", "first")}
-        hists = []
-        for h, n in enumerate(memory._hist_lengths):
-            hists.append(
-                (
-                    np.asarray(arrays[f"hist.{h}.newest"])[keep],
-                    np.asarray(arrays[f"hist.{h}.floor"])[keep],
-                    np.asarray(arrays[f"hist.{h}.rows"]),
-                    meta["hist"][h],
-                    n,
-                )
-            )
-    except KeyError as exc:
-        raise CheckpointError(f"the saved memory lacks the array {exc}") from exc
-    n_samples = head - tail
-    if any(len(a) != n_samples for a in [*leaves, *columns.values()]):
-        raise CheckpointError("the saved memory's arrays do not have one row per stored sample")
-    slots = np.arange(tail, head) % c
-    memory._leaves = []
-    for leaf in leaves:
-        column = np.empty((c, *leaf.shape[1:]), dtype=leaf.dtype)
-        column[slots] = leaf
-        memory._leaves.append(column)
-    memory._act = np.empty((c, *columns["act"].shape[1:]), dtype=columns["act"].dtype)
-    memory._act[slots] = columns["act"]
-    memory._first = np.zeros(c, dtype=bool)
-    memory._first[slots] = columns["first"]
-    memory._scalars = np.zeros((c, 3), dtype=np.float32)
-    memory._rew, memory._terminated, memory._truncated = (memory._scalars[:, j] for j in range(3))
-    for name in ("rew", "terminated", "truncated"):
-        getattr(memory, f"_{name}")[slots] = columns[name]
-    memory._info = np.full(c, None, dtype=object)
+    arrays = state.get("arrays")
+    if not isinstance(arrays, dict):
+        raise _damaged("its arrays are missing")
+    infos = None
     if state.get("infos") is not None:
-        from tmrl_core import codec
-
-        infos = codec.decode(np.asarray(state["infos"], dtype=np.uint8).tobytes())
-        for slot, info in zip(slots, infos[skip:], strict=True):
-            memory._info[slot] = info
-    memory._hist = []
-    for newest, floor, rows, hmeta, n in hists:
-        hist = _History(n, rows.shape[1:], rows.dtype, c)
-        first_row, store_head = int(hmeta["first_row"]), int(hmeta["head"])
-        if len(rows) != store_head - first_row:
-            raise CheckpointError("the saved memory's history rows do not match its counters")
-        hist.store.capacity = max(hist.store.capacity, len(rows) + n + 1)
-        hist.store.rows = np.empty((hist.store.capacity, *rows.shape[1:]), dtype=rows.dtype)
-        hist.store.rows[np.arange(first_row, store_head) % hist.store.capacity] = rows
-        hist.store.head = store_head
-        hist.newest[slots] = newest
-        hist.floor[slots] = floor
-        memory._hist.append(hist)
-    memory._head, memory._tail = head, tail
-    memory._ready = True
-    valid = np.arange(tail, head)[~columns["first"]]
-    valid = valid[valid > tail]
-    memory._valid[: len(valid)] = valid
-    memory._vtail, memory._vhead = 0, len(valid)
+        try:
+            infos = codec.decode(np.asarray(state["infos"], dtype=np.uint8).tobytes())
+        except (CodecError, ValueError, TypeError) as exc:
+            raise _damaged(f"its info dicts do not decode: {exc}") from None
+        if not isinstance(infos, list) or not all(i is None or isinstance(i, dict) for i in infos):
+            raise _damaged("its info dicts are not a list of dicts")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = json.loads(meta.rng)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _damaged(f"its RNG state is not one: {exc}") from None
+    storage_meta = meta.model_dump(exclude={"total_samples", "stats", "rng"})
+    try:
+        memory.storage.load_state_dict({"meta": storage_meta, "arrays": arrays, "infos": infos})
+    except KeyError as exc:
+        raise _damaged(f"it lacks the array {exc}") from None
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _damaged(str(exc)) from None
+    memory.rng.bit_generator.state = rng.bit_generator.state
+    memory.total_samples = meta.total_samples
+    for name in STAT_NAMES:
+        setattr(memory, name, getattr(meta.stats, name))
 
 
-def _count(arrays: dict[str, Any], prefix: str) -> int:
-    n = 0
-    while f"{prefix}{n}" in arrays:
-        n += 1
-    return n
+def _damaged(detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"the saved replay memory is damaged ({detail})",
+        hint="it was left untouched: move it away, or pass --reset to keep it aside and start afresh",
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "meta"
+    return f"{where}: {error['msg']}"
