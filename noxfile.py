@@ -16,7 +16,8 @@ TEST_PATHS = ["tests", *(f"{p}/tests" for p in PLUGINS)]
 def _install_all(session: nox.Session, *extra: str) -> None:
     # torch is pinned by constraints.txt to the CPU build that lies on this machine.
     editable = []
-    for path in [".[test]", *PLUGINS]:
+    # the optional sinks and plots too: their tests read back what they wrote
+    for path in [".[test,wandb,tensorboard,plot]", *PLUGINS]:
         editable += ["-e", path]
     session.install("-c", "constraints.txt", *editable, *extra)
 

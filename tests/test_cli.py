@@ -98,6 +98,8 @@ def test_plugins_json(run_tmrl) -> None:
     assert plugins["tmrl-core"]["first_party"] and plugins["sac"]["first_party"]
     assert {(c["kind"], c["name"]) for c in plugins["example"]["components"]} == {
         ("env", "example-env"),
+        ("logger", "example-recorder"),
+        ("logger", "example-faulty"),
         ("command", "example"),
     }
     assert plugins["broken"]["error"].startswith("ImportError: ")

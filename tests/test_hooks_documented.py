@@ -68,6 +68,7 @@ def test_doc_examples_are_the_tested_files() -> None:
         "tests/plugins/tmrl-example/tmrl_example/plugin.py",
         "tests/plugins/tmrl-example/tmrl_example/env.py",
         "tests/plugins/tmrl-example/tmrl_example/cli.py",
+        "tests/plugins/tmrl-example/tmrl_example/logger.py",
     } <= set(included)
     for path, body in included.items():
         assert body == (ROOT / path).read_text(encoding="utf-8"), f"docs/plugins.md is out of date with {path}"

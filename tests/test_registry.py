@@ -117,7 +117,7 @@ def test_unknown_name_lists_known_names_and_the_closest(plugin_manager) -> None:
 def test_unknown_kind(plugin_manager) -> None:
     with pytest.raises(UnknownComponentError) as info:
         plugin_manager().registry("envs")
-    assert "known kinds: env, agent, memory, compressor, transport, command" in info.value.message
+    assert "known kinds: env, agent, memory, compressor, transport, logger, command" in info.value.message
     assert info.value.hint == "did you mean 'env'?"
 
 
@@ -297,7 +297,12 @@ def test_entry_points_are_discovered_with_distribution_and_version(tmrl_home: Pa
     spec = manager.get("env", "example-env")
     assert (spec.plugin, spec.section) == ("example", "example_env")
     assert manager.get("command", "example").plugin == "example"
-    assert [s.name for s in manager.components_of("example")] == ["example-env", "example"]
+    assert [s.name for s in manager.components_of("example")] == [
+        "example-env",
+        "example-recorder",
+        "example-faulty",
+        "example",
+    ]
 
 
 def test_the_example_env_builds_and_steps(tmrl_home: Path) -> None:

@@ -259,7 +259,7 @@ def test_unknown_section_suggests_the_closest_and_lists_plugin_sections(tmrl_hom
         load_settings(read_file=False, environ={"TMRL_TRAINNG__BATCH_SIZE": "3"})
     assert info.value.message.startswith(
         "unknown settings section trainng (from environment variable TMRL_TRAINNG__BATCH_SIZE); known sections: run, "
-        "server, worker, training, checkpoint, wandb, "
+        "server, worker, training, checkpoint, logging, wandb, "
     )
     assert "example_env" in info.value.message  # the installed example plugin's section
     assert info.value.hint == "did you mean training?"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tmrl_core.__about__ import __version__
 from tmrl_core.errors import TmrlError
 from tmrl_core.hookspecs import hookimpl
-from tmrl_core.specs import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, MemorySpec, TransportSpec
+from tmrl_core.specs import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, LoggerSpec, MemorySpec, TransportSpec
 
 # name -> module that defines it (imported on first use)
 _LAZY: dict[str, str] = {
@@ -43,6 +43,7 @@ __all__ = [
     "CommandSpec",
     "CompressorSpec",
     "EnvSpec",
+    "LoggerSpec",
     "MemorySpec",
     "TransportSpec",
     *_LAZY,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tmrl_core.hookspecs import hookimpl
-from tmrl_core.specs import CompressorSpec, EnvSpec, MemorySpec, TransportSpec
+from tmrl_core.specs import CompressorSpec, EnvSpec, LoggerSpec, MemorySpec, TransportSpec
 
 #: ``pendulum`` defaults: SAC-like lockstep (about one training step per env step, a fresh policy for every episode)
 #: instead of letting a fast simulator run far ahead of training; learning is then the same on any machine.
@@ -122,5 +122,31 @@ def tmrl_register_transports(register: Callable[[TransportSpec], None]) -> None:
             name="local",
             factory="tmrl_core.transport.local:LocalTransport",
             description="Server, trainer and workers on one machine, without a network port.",
+        )
+    )
+
+
+@hookimpl
+def tmrl_register_loggers(register: Callable[[LoggerSpec], None]) -> None:
+    register(
+        LoggerSpec(
+            name="jsonl",
+            factory="tmrl_core.loggers:JsonlLogger",
+            description="<data>/runs/<run>/metrics.jsonl, one JSON object per round (always on).",
+        )
+    )
+    register(
+        LoggerSpec(
+            name="tensorboard",
+            factory="tmrl_core.loggers:TensorBoardLogger",
+            description="TensorBoard event files in the run's folder (tmrl-core[tensorboard]).",
+        )
+    )
+    register(
+        LoggerSpec(
+            name="wandb",
+            factory="tmrl_core.loggers:WandbLogger",
+            # its settings are the core's `wandb` section (kept there: the original tmrl's config migrates into it)
+            description="Weights & Biases, settings section wandb (tmrl-core[wandb]).",
         )
     )

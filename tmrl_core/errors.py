@@ -38,6 +38,10 @@ class ActionShapeError(PluginError):
     """An actor returned an action that does not fit the environment's action space (a plugin's bug)."""
 
 
+class MissingExtraError(PluginError):
+    """A feature needs an optional dependency that is not installed (the hint gives the ``pip install`` line)."""
+
+
 class ConfigError(TmrlError):
     """A setting has a bad value, an unknown key, or the config file cannot be read."""
 

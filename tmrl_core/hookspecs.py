@@ -16,7 +16,15 @@ from collections.abc import Callable
 
 import pluggy
 
-from tmrl_core.specs import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, MemorySpec, TransportSpec
+from tmrl_core.specs import (
+    AgentSpec,
+    CommandSpec,
+    CompressorSpec,
+    EnvSpec,
+    LoggerSpec,
+    MemorySpec,
+    TransportSpec,
+)
 
 PROJECT_NAME = "tmrl"
 
@@ -67,6 +75,16 @@ def tmrl_register_transports(register: Callable[[TransportSpec], None]) -> None:
 
     Called once, when the registry is first used. Call ``register(TransportSpec(...))`` for each transport that
     carries samples from workers to the trainer and weights from the trainer to the workers (``--transport``).
+    """
+
+
+@hookspec
+def tmrl_register_loggers(register: Callable[[LoggerSpec], None]) -> None:
+    """Register metrics sinks (loggers).
+
+    Called once, when the registry is first used. Call ``register(LoggerSpec(...))`` for each sink: the trainer
+    builds the chosen ones (``--log NAME``, ``logging.loggers``) before training starts, gives each one every round's
+    record, and closes them at the end. ``jsonl`` (always on), ``tensorboard`` and ``wandb`` are the core's.
     """
 
 

@@ -1,23 +1,23 @@
-"""Per-round training metrics: one JSON object per line in ``<data>/runs/<run>/metrics.jsonl``, and optionally wandb.
+"""Per-round training metrics: one JSON object per line in ``<data>/runs/<run>/metrics.jsonl``, and the other
+loggers chosen with ``--log`` / ``logging.loggers`` (tensorboard, wandb, a plugin's; see :mod:`tmrl_core.loggers`).
 
-Each line is one round's record (losses from ``agent.train``, train/test returns and episode lengths reported by
+Each record is one round's figures (losses from ``agent.train``, train/test returns and episode lengths reported by
 the workers, env steps, training steps, timings) plus ``time`` (Unix seconds). A resumed run appends to the same
-file. ``wandb`` is imported only when enabled; it honours ``WANDB_MODE`` (``offline`` works without a network).
+file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("tmrl.metrics")
+from tmrl_core.errors import PluginError, TmrlError
+from tmrl_core.loggers import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
+log = logging.getLogger("tmrl.metrics")
 
 
 def run_dir(run_name: str, *, create: bool = True) -> Path:
@@ -49,24 +49,22 @@ def read_metrics(run_name: str) -> list[dict[str, Any]]:
     return records
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return _clean(value.item())
-    return value
-
-
 class MetricsLogger:
-    """Writes round records to the run's JSONL file, and to wandb when enabled.
+    """Gives every round's record to the run's loggers: ``jsonl`` (always) and the chosen ones.
+
+    The loggers are built here, before training starts: an unknown name or a logger that cannot start (e.g. wandb
+    without its package or a login) raises a :class:`~tmrl_core.errors.TmrlError`. Later, a logger that raises is
+    reported as an error of its plugin and disabled; the others go on (see :mod:`tmrl_core.loggers`).
 
     Args:
         run_name: names the folder ``<data>/runs/<run>/``.
-        settings: the settings (``wandb`` section: project, entity, key, mode).
+        settings: the settings (``logging.loggers``, ``wandb.enabled``, and each logger's section).
+        loggers: the logger names (default: ``logging.loggers``, plus ``wandb`` when ``wandb.enabled``).
         wandb: log to wandb as well (default ``settings.wandb.enabled``).
         entity, project, run_id, key: override the wandb settings (``run_id`` defaults to the run name, so that a
             resumed run continues the same wandb run).
-        config: the run's configuration, recorded by wandb.
+        config: the run's settings as JSON values (default: ``settings.dump()``).
+        env, algo: the run's environment and algorithm, for the loggers that record them.
     """
 
     def __init__(
@@ -74,58 +72,113 @@ class MetricsLogger:
         run_name: str,
         *,
         settings: Any = None,
+        loggers: Sequence[str] | None = None,
         wandb: bool | None = None,
         entity: str | None = None,
         project: str | None = None,
         run_id: str | None = None,
         key: str | None = None,
-        config: dict[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        env: str = "",
+        algo: str = "",
     ) -> None:
+        from tmrl_core.loggers import RunInfo
+
         self.run_name = run_name
         self.folder = run_dir(run_name)
         self.path = self.folder / METRICS_FILE
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        names = list(loggers) if loggers is not None else list(_setting(settings, "logging", "loggers", []))
         ws = getattr(settings, "wandb", None)
-        enabled = bool(ws.enabled if (wandb is None and ws is not None) else wandb)
-        self._wandb: Any = None
-        if enabled:
-            self._start_wandb(ws, entity, project, run_id, key, config)
+        if wandb if wandb is not None else bool(getattr(ws, "enabled", False)):
+            names.append("wandb")
+        if config is None:
+            config = settings.dump() if settings is not None and hasattr(settings, "dump") else {}
+        self.info = RunInfo(run_name, self.folder, env or "", algo or "", dict(config))
+        self.names: list[str] = []
+        self._loggers: list[tuple[str, str, Any]] = []  # (name, plugin, logger)
+        self.failures: list[str] = []
+        wandb_overrides = {"entity": entity, "project": project, "run_id": run_id, "key": key}
+        try:
+            # jsonl last: a sink that cannot start (wandb without a login) leaves no metrics file of a run that never
+            # ran
+            for name in dict.fromkeys([*(n for n in names if n != "jsonl"), "jsonl"]):
+                self._start(name, settings, wandb_overrides if name == "wandb" else {})
+        except BaseException:
+            self.close()
+            raise
 
-    def _start_wandb(
-        self, ws: Any, entity: str | None, project: str | None, run_id: str | None, key: str | None, config: Any
-    ) -> None:
-        import wandb
+    def _start(self, name: str, settings: Any, overrides: dict[str, Any]) -> None:
+        from tmrl_core.plugins import get_component
 
-        secret = key or (ws.key.get_secret_value() if ws is not None and ws.key is not None else None)
-        if secret and not os.environ.get("WANDB_API_KEY"):
-            os.environ["WANDB_API_KEY"] = secret
-        mode = ws.mode if ws is not None else None
-        self._wandb = wandb.init(
-            project=project or (ws.project if ws is not None else "tmrl"),
-            entity=entity or (ws.entity if ws is not None else None),
-            id=run_id or self.run_name,
-            name=self.run_name,
-            resume="allow",
-            dir=str(self.folder),
-            config=config or {},
-            mode=mode,
-            reinit="finish_previous",
-        )
+        spec = get_component("logger", name)
+        section = _logger_settings(settings, spec)
+        if any(v is not None for v in overrides.values()):
+            section = _with_overrides(section, overrides)
+        try:
+            logger = spec.load()(self.info, section)
+        except TmrlError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"logger {name!r} from plugin {spec.plugin!r} failed to start: {type(exc).__name__}: {exc}",
+                hint=f"fix its settings, leave it out of --log / logging.loggers, or disable the plugin with "
+                f"TMRL_DISABLE_PLUGINS={spec.plugin}",
+            ) from exc
+        self._loggers.append((name, spec.plugin, logger))
+        self.names.append(name)
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Append one round's record."""
-        clean = {k: _clean(v) for k, v in record.items()}
-        clean.setdefault("time", time.time())
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
-        if self._wandb is not None:
-            numbers = {k: v for k, v in clean.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self._wandb.log(numbers, step=int(clean.get("training_steps", 0)))
+    def _disable(self, index: int, what: str, exc: BaseException) -> None:
+        name, plugin, _ = self._loggers.pop(index)
+        message = f"error in logger {name!r} from plugin {plugin!r} ({what}): {type(exc).__name__}: {exc}"
+        self.failures.append(message)
+        log.error("%s; the logger is disabled, the run goes on", message, exc_info=log.isEnabledFor(logging.DEBUG))
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        """Give one round's record to every logger (values cleaned, ``time`` added when missing)."""
+        from tmrl_core.loggers import stamp
+
+        clean = stamp(record)
+        for index in reversed(range(len(self._loggers))):
+            try:
+                self._loggers[index][2].log(clean)
+            except Exception as exc:  # noqa: BLE001 - a broken sink must not stop training
+                self._disable(index, "log", exc)
 
     def close(self) -> None:
-        """Flush and close; finish the wandb run. Idempotent."""
-        if not self._file.closed:
-            self._file.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        """Close every logger; idempotent."""
+        while self._loggers:
+            try:
+                self._loggers[-1][2].close()
+            except Exception as exc:  # noqa: BLE001 - the others must be closed too
+                self._disable(len(self._loggers) - 1, "close", exc)
+            else:
+                self._loggers.pop()
+
+
+def _setting(settings: Any, section: str, key: str, default: Any) -> Any:
+    return getattr(getattr(settings, section, None), key, default)
+
+
+def _logger_settings(settings: Any, spec: Any) -> Any:
+    """The logger's settings section: for the core's own loggers, the core section of their name (``wandb``); for
+    the others, their model's section, validated now."""
+    from tmrl_core.plugins import CORE_PLUGIN_NAME
+    from tmrl_core.settings import CORE_SECTIONS
+
+    if settings is None:
+        return None
+    if spec.plugin == CORE_PLUGIN_NAME and spec.section in CORE_SECTIONS:
+        return getattr(settings, spec.section, None)
+    return settings.section(spec.section, spec.load_settings_model())
+
+
+def _with_overrides(section: Any, overrides: dict[str, Any]) -> Any:
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    values = dict(section) if section is not None else {}
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = SecretStr(value) if key == "key" else value
+    return SimpleNamespace(**values)

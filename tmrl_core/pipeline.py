@@ -276,10 +276,11 @@ def build_trainer(
     """The trainer (resumed from the run's checkpoint when there is one), connecting to the server."""
     from tmrl_core.trainer import Trainer
 
+    created = metrics is None
     if metrics is None:
         from tmrl_core.metrics import MetricsLogger
 
-        metrics = MetricsLogger(p.settings.run.name, settings=p.settings, config=p.settings.dump())
+        metrics = MetricsLogger(p.settings.run.name, settings=p.settings, env=p.env_name, algo=p.algo_name or "")
     try:
         return Trainer(
             build_training(p),
@@ -288,6 +289,7 @@ def build_trainer(
             metrics=metrics,
             on_round=on_round,
             checkpoint_meta={"env": p.env_name, "algo": p.algo_name},
+            close_metrics=created,  # the loggers' close() (wandb's finish) when the run ends
         )
     except BaseException:
         metrics.close()

@@ -43,6 +43,7 @@ HOOK_NAMES: dict[str, str] = {
     "memory": "tmrl_register_memories",
     "compressor": "tmrl_register_compressors",
     "transport": "tmrl_register_transports",
+    "logger": "tmrl_register_loggers",
     "command": "tmrl_register_commands",
 }
 
@@ -276,7 +277,8 @@ class PluginManager:
 
     # -- registries ----------------------------------------------------------------------------------------------
     def registry(self, kind: str) -> Registry[Any]:
-        """All components of ``kind`` (``env``, ``agent``, ``memory``, ``compressor``, ``transport``, ``command``)."""
+        """All components of ``kind`` (``env``, ``agent``, ``memory``, ``compressor``, ``transport``, ``logger``,
+        ``command``)."""
         if kind not in HOOK_NAMES:
             close = difflib.get_close_matches(kind, list(HOOK_NAMES), n=1)
             raise UnknownComponentError(

@@ -163,6 +163,16 @@ class CommandSpec(ComponentSpec):
     kind: ClassVar[str] = "command"
 
 
+@dataclass(frozen=True)
+class LoggerSpec(ComponentSpec):
+    """A metrics sink (``--log NAME``, ``logging.loggers``): ``factory(run, settings) -> logger`` where ``run`` is a
+    :class:`tmrl_core.loggers.RunInfo` (name, folder, env, algo, settings) and ``settings`` the logger's validated
+    settings section (or ``None``). The logger has ``log(record)``, called with every round's record, and
+    ``close()``, called once at the end (see :class:`tmrl_core.loggers.Logger`)."""
+
+    kind: ClassVar[str] = "logger"
+
+
 SPEC_TYPES: dict[str, type[ComponentSpec]] = {
-    cls.kind: cls for cls in (EnvSpec, AgentSpec, MemorySpec, CompressorSpec, TransportSpec, CommandSpec)
+    cls.kind: cls for cls in (EnvSpec, AgentSpec, MemorySpec, CompressorSpec, TransportSpec, CommandSpec, LoggerSpec)
 }

@@ -360,7 +360,8 @@ class Trainer:
         settings: the settings (default :func:`~tmrl_core.settings.load_settings`).
         transport: a :class:`~tmrl_core.transport.Transport`, or None for ``server.transport``; ``False`` trains
             offline, on what is in the memory (e.g. a dataset).
-        metrics: a :class:`~tmrl_core.metrics.MetricsLogger` (default: the run's JSONL file).
+        metrics: a :class:`~tmrl_core.metrics.MetricsLogger` (default: the run's loggers, built from the settings).
+        close_metrics: close ``metrics`` when the trainer closes (always done for the default one).
         on_round: called with every round's metrics (progress displays).
         checkpoint_meta: extra metadata checked on resume (e.g. env and algo names; a mismatch is an error).
     """
@@ -382,6 +383,7 @@ class Trainer:
         metrics: Any = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
+        close_metrics: bool = False,
     ) -> None:
         from tmrl_core.paths import subdir
         from tmrl_core.server import make_transport, settings_or_load
@@ -407,7 +409,7 @@ class Trainer:
         self.resumed = self._resume()
         self._saved_at = self._progress() if self.resumed else None
 
-        self._own_metrics = metrics is None
+        self._own_metrics = metrics is None or close_metrics
         if metrics is None:
             from tmrl_core.metrics import MetricsLogger
 

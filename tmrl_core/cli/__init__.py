@@ -77,6 +77,25 @@ def set_option() -> Any:
     )
 
 
+def log_option() -> Any:
+    """The ``--log NAME`` option (repeatable): the metrics sinks besides jsonl (``logging.loggers``)."""
+    return typer.Option(
+        [],
+        "--log",
+        metavar="NAME",
+        help="Send metrics to this logger too, e.g. tensorboard or wandb (repeatable; logging.loggers). "
+        "metrics.jsonl is always written.",
+    )
+
+
+def logging_overrides(log: list[str], wandb: bool) -> dict[str, Any]:
+    """The ``logging`` and ``wandb`` overrides of ``--log`` and ``--wandb`` (None: not given)."""
+    return {
+        "logging": {"loggers": list(dict.fromkeys(log)) if log else None},
+        "wandb": {"enabled": True if wandb else None},
+    }
+
+
 def settings_from_cli(*, overrides: Mapping[str, Any] | None = None, sets: list[str] | None = None) -> Settings:
     """Load the settings with this command's options on top (``None`` values in ``overrides`` mean "not given")."""
     from tmrl_core.settings import load_settings

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from tmrl_core.cli import set_option
+from tmrl_core.cli import log_option, logging_overrides, set_option
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
 OptStr = Optional[str]  # noqa: UP045
@@ -86,7 +86,8 @@ def trainer(
     env_steps: OptInt = typer.Option(
         None, "--env-steps", min=1, help="Stop once this many env steps were received (training.max_env_steps)."
     ),
-    wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (wandb.enabled)."),
+    log: list[str] = log_option(),
+    wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (= --log wandb; wandb.enabled)."),
     reset: bool = typer.Option(False, "--reset", help="Start afresh instead of resuming this run's checkpoint."),
     seed: OptInt = typer.Option(None, "--seed", help="Seed numpy, torch and the environments (run.seed)."),
     verbose: bool = _VERBOSE,
@@ -103,7 +104,7 @@ def trainer(
         "run": {"name": run_name, "reset_training": True if reset else None, "seed": seed},
         "training": {"epochs": epochs, "max_env_steps": env_steps},
         "server": {"transport": transport, "host": host, "port": port},
-        "wandb": {"enabled": True if wandb else None},
+        **logging_overrides(log, wandb),
     }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     part = build_trainer(p)

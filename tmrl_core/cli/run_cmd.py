@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from tmrl_core.cli import set_option
+from tmrl_core.cli import log_option, logging_overrides, set_option
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
 OptStr = Optional[str]  # noqa: UP045
@@ -44,7 +44,8 @@ def run(
     ),
     run_name: OptStr = typer.Option(None, "--run-name", "-n", help="Run name; the same name resumes (run.name)."),
     transport: OptStr = typer.Option(None, "--transport", help="Transport between the parts (server.transport)."),
-    wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (wandb.enabled)."),
+    log: list[str] = log_option(),
+    wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (= --log wandb; wandb.enabled)."),
     reset: bool = typer.Option(
         False, "--reset", help="Start afresh: an existing checkpoint of this run is kept aside, not loaded."
     ),
@@ -67,7 +68,7 @@ def run(
         "worker": {"count": workers},
         "training": {"epochs": epochs, "max_env_steps": env_steps},
         "server": {"transport": transport},
-        "wandb": {"enabled": True if wandb else None},
+        **logging_overrides(log, wandb),
     }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     console = Console(stderr=False)

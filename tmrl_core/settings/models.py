@@ -115,10 +115,19 @@ class CheckpointSettings(Section):
     keep_memory: bool = Field(True, description="Include the replay memory's contents in checkpoints.")
 
 
+class LoggingSettings(Section):
+    """Where every round's metrics go, besides <data>/runs/<run>/metrics.jsonl (always written)."""
+
+    loggers: list[str] = Field(
+        default_factory=list,
+        description='Metrics sinks (see `tmrl plugins`), e.g. ["tensorboard"]; jsonl is always on (--log NAME).',
+    )
+
+
 class WandbSettings(Section):
     """Weights & Biases logging (`--wandb`)."""
 
-    enabled: bool = Field(False, description="Log metrics to wandb as well (--wandb).")
+    enabled: bool = Field(False, description="Log metrics to wandb as well (--wandb, = --log wandb).")
     project: str = Field("tmrl", description="wandb project (WANDB_PROJECT).")
     entity: str | None = Field(None, description="wandb entity (WANDB_ENTITY).")
     key: SecretStr | None = Field(None, description="wandb API key; prefer WANDB_API_KEY (WANDB_KEY).")
@@ -133,6 +142,7 @@ CORE_SECTIONS: dict[str, type[Section]] = {
     "worker": WorkerSettings,
     "training": TrainingSettings,
     "checkpoint": CheckpointSettings,
+    "logging": LoggingSettings,
     "wandb": WandbSettings,
 }
 
@@ -155,6 +165,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     wandb: WandbSettings = Field(default_factory=WandbSettings)
 
     _origins: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
