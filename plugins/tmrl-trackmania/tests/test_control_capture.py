@@ -13,6 +13,8 @@ from tmrl_trackmania.control import (
     ControlError,
     GamepadUnavailableError,
     KeyboardController,
+    _XdotoolKeys,
+    _XTestKeys,
     action_to_inputs,
     create_virtual_pad,
 )
@@ -60,14 +62,24 @@ def test_gamepad_env_fails_with_the_actionable_message(run_tmrl, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32" or shutil.which("xdotool") is not None, reason="xdotool is installed")
-def test_keyboard_and_window_need_xdotool_and_say_so():
+@pytest.mark.skipif(sys.platform == "win32", reason="Linux only")
+def test_keyboard_and_window_need_xdotool_and_say_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without xdotool
+    assert shutil.which("xdotool") is None
     with pytest.raises(ControlError) as err:
-        KeyboardController()
+        KeyboardController(_XdotoolKeys())
     assert "xdotool" in err.value.message and "apt install xdotool" in err.value.hint
     with pytest.raises(WindowError) as err:
         find_window("Trackmania")
     assert "xdotool" in err.value.message and "place_window" in err.value.hint
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Linux only")
+def test_keyboard_without_a_display_says_so(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(ControlError) as err:
+        KeyboardController(_XTestKeys())
+    assert "X display" in err.value.message and "DISPLAY" in err.value.hint
 
 
 def test_xdotool_geometry_is_parsed():

@@ -88,79 +88,30 @@ def _x11_window_id(title: str) -> str:
     return ids[0]
 
 
-class _Win32:
-    """The few Win32 calls needed, through ctypes (no pywin32 dependency)."""
+def outer_size_for_client(width: int, height: int, outer: WindowGeometry, client: WindowGeometry) -> tuple[int, int]:
+    """The outer size to give a window (borders and title bar included) so that its client area, what is grabbed,
+    becomes ``width x height``: the decorations keep their size."""
+    return width + (outer.width - client.width), height + (outer.height - client.height)
 
-    def __init__(self) -> None:
-        import ctypes
-        from ctypes import wintypes
 
-        self.ctypes = ctypes
-        self.wintypes = wintypes
-        self.user32 = user32 = ctypes.WinDLL("user32", use_last_error=True)
-        # window handles are pointer-sized: without argtypes ctypes would pass them as 32-bit ints
-        hwnd, rect_p, point_p = wintypes.HWND, ctypes.POINTER(wintypes.RECT), ctypes.POINTER(wintypes.POINT)
-        self.enum_proc = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.HWND, wintypes.LPARAM)
-        user32.EnumWindows.argtypes = [self.enum_proc, wintypes.LPARAM]
-        user32.GetWindowTextLengthW.argtypes = [hwnd]
-        user32.GetWindowTextW.argtypes = [hwnd, wintypes.LPWSTR, ctypes.c_int]
-        user32.IsWindowVisible.argtypes = [hwnd]
-        user32.GetClientRect.argtypes = [hwnd, rect_p]
-        user32.GetWindowRect.argtypes = [hwnd, rect_p]
-        user32.ClientToScreen.argtypes = [hwnd, point_p]
-        user32.SetWindowPos.argtypes = [hwnd, hwnd, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, wintypes.UINT]
-        try:  # real pixels on high-DPI screens, so the grab matches the window
-            ctypes.WinDLL("shcore").SetProcessDpiAwareness(2)
-        except (OSError, AttributeError):
-            pass
-
-    def find(self, title: str) -> int:
-        ctypes = self.ctypes
-        found: list[int] = []
-
-        def visit(hwnd: int, _: int) -> bool:
-            length = self.user32.GetWindowTextLengthW(hwnd)
-            if length and self.user32.IsWindowVisible(hwnd):
-                buf = ctypes.create_unicode_buffer(length + 1)
-                self.user32.GetWindowTextW(hwnd, buf, length + 1)
-                if title.lower() in buf.value.lower():
-                    found.append(hwnd)
-                    return False
-            return True
-
-        self.user32.EnumWindows(self.enum_proc(visit), 0)
-        if not found:
-            raise WindowError(
-                f"no visible window whose title contains {title!r}",
-                hint="start the game (windowed, not fullscreen) or set trackmania.window_title to its title",
-            )
-        return found[0]
-
-    def client_geometry(self, hwnd: int) -> WindowGeometry:
-        ctypes, wintypes = self.ctypes, self.wintypes
-        rect = wintypes.RECT()
-        self.user32.GetClientRect(hwnd, ctypes.byref(rect))
-        point = wintypes.POINT(0, 0)
-        self.user32.ClientToScreen(hwnd, ctypes.byref(point))
-        return WindowGeometry(point.x, point.y, rect.right - rect.left, rect.bottom - rect.top)
-
-    def place(self, hwnd: int, x: int, y: int, width: int, height: int) -> None:
-        ctypes, wintypes = self.ctypes, self.wintypes
-        # the window's outer size so that its client area (what is grabbed) is width x height
-        outer = wintypes.RECT()
-        self.user32.GetWindowRect(hwnd, ctypes.byref(outer))
-        client = self.client_geometry(hwnd)
-        extra_w = (outer.right - outer.left) - client.width
-        extra_h = (outer.bottom - outer.top) - client.height
-        swp_nozorder = 0x0004
-        if not self.user32.SetWindowPos(hwnd, None, x, y, width + extra_w, height + extra_h, swp_nozorder):
-            raise WindowError(f"could not move the game window (Win32 error {ctypes.get_last_error()})")
+def monitor_for(geometry: WindowGeometry, width: int, height: int) -> dict[str, int]:
+    """The screen rectangle mss grabs for a window's client area, or a :class:`WindowError` when the window does not
+    have the size the environment expects (a grab of another size would feed the model a cropped or padded view)."""
+    if (geometry.width, geometry.height) != (width, height):
+        raise WindowError(
+            f"the game window's client area is {geometry.width}x{geometry.height}, not {width}x{height}",
+            hint="let tmrl place it (trackmania.place_window = true), or resize it yourself; the game must be "
+            "windowed, and its minimum window size must allow this size",
+        )
+    return {"left": geometry.left, "top": geometry.top, "width": width, "height": height}
 
 
 def find_window(title: str) -> WindowGeometry:
     """The on-screen geometry of the window whose title contains ``title``."""
     if sys.platform == "win32":
-        win = _Win32()
+        from tmrl_trackmania.win32 import Windows
+
+        win = Windows()
         return win.client_geometry(win.find(title))
     wid = _x11_window_id(title)
     proc = subprocess.run(
@@ -172,7 +123,9 @@ def find_window(title: str) -> WindowGeometry:
 def place_window(title: str, x: int, y: int, width: int, height: int) -> WindowGeometry:
     """Move and resize the game window so its client area is ``width x height`` at ``(x, y)``; return where it is."""
     if sys.platform == "win32":
-        win = _Win32()
+        from tmrl_trackmania.win32 import Windows
+
+        win = Windows()
         hwnd = win.find(title)
         win.place(hwnd, x, y, width, height)
         return win.client_geometry(hwnd)
@@ -203,13 +156,7 @@ class WindowFrameSource:
             geometry = place_window(title, x, y, width, height)
         else:
             geometry = find_window(title)
-        if (geometry.width, geometry.height) != (width, height):
-            raise WindowError(
-                f"the game window's client area is {geometry.width}x{geometry.height}, not {width}x{height}",
-                hint="let tmrl place it (trackmania.place_window = true), or resize it yourself; the game must be "
-                "windowed, and its minimum window size must allow this size",
-            )
-        self.monitor = {"left": geometry.left, "top": geometry.top, "width": width, "height": height}
+        self.monitor = monitor_for(geometry, width, height)
         self._local = threading.local()
         self._all: list[object] = []
 
@@ -218,7 +165,8 @@ class WindowFrameSource:
         if sct is None:
             import mss
 
-            sct = mss.mss()
+            # mss 10 renamed the factory (mss.mss is deprecated there); older versions only have mss.mss
+            sct = getattr(mss, "MSS", mss.mss)()
             self._local.sct = sct
             self._all.append(sct)
         return np.asarray(sct.grab(self.monitor))

@@ -15,14 +15,13 @@ import typer
 from tmrl_core.cli import set_option
 
 app = typer.Typer(
-    help="TrackMania tools: install-plugin, record-reward, check-environment.",
+    help="TrackMania tools: install-plugin, record-reward, check-environment, simulator.",
     no_args_is_help=True,
 )
 
 #: TrackMania (2020) on Steam; its Proton prefix holds OpenPlanet's folder on Linux.
 STEAM_APP_ID = 2225070
 PLUGIN_NAME = "TMRL"
-
 
 
 def plugin_source() -> Path:
@@ -236,3 +235,55 @@ def check_environment(
                 pass
     if out is not None:
         typer.echo(f"Saved {step} frames to {out}")
+
+
+@app.command("simulator")
+def simulator(
+    track: str = typer.Option("default", help="Simulated track: default, oval or tight."),
+    port: int = typer.Option(9000, help="Telemetry port (the OpenPlanet plugin's is 9000; 0: a free one, printed)."),
+    title: str = typer.Option("Trackmania", help="Window title."),
+    size: str = typer.Option("256x128", help="Initial window size WIDTHxHEIGHT (tmrl resizes it as configured)."),
+    at: str = typer.Option("0,0", help="Initial window position X,Y."),
+    time_scale: float = typer.Option(1.0, help="Simulated seconds per wall-clock second."),
+    dump: Path | None = typer.Option(None, help="On SIGUSR1, write the frame shown to this PNG."),
+) -> None:
+    """The simulated game in a window, driven by the arrow keys: test the real capture and keyboard stack without
+    the game (trackmania.backend = keyboard)."""
+    from tmrl_core.errors import TmrlError
+    from tmrl_trackmania.sim.track import LAYOUTS
+    from tmrl_trackmania.sim.window import run_simulator
+
+    if track not in LAYOUTS:
+        raise TmrlError(f"unknown simulated track {track!r}", hint=f"choose one of {', '.join(LAYOUTS)}")
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+        x, y = (int(v) for v in at.split(","))
+    except ValueError:
+        raise TmrlError(f"cannot read --size {size!r} / --at {at!r}", hint="e.g. --size 256x128 --at 0,0") from None
+    if not _has_display():
+        raise TmrlError(
+            "no display to open the simulator's window on",
+            hint="run it on a desktop, or under a virtual X server: `Xvfb :99 &` then DISPLAY=:99",
+        )
+    try:
+        import tkinter
+    except ImportError as exc:
+        raise TmrlError(f"the simulator's window needs Tk: {exc}", hint="e.g. `sudo apt install python3-tk`") from exc
+
+    def announce(info: dict) -> None:
+        import json
+
+        typer.echo(json.dumps({**info, "pid": os.getpid()}))
+        sys.stdout.flush()
+
+    try:
+        run_simulator(
+            track=track, port=port, title=title, width=width, height=height, x=x, y=y, time_scale=time_scale,
+            dump=dump, announce=announce,
+        )
+    except OSError as exc:
+        raise TmrlError(f"the simulator cannot listen on port {port}: {exc}", hint="choose another --port") from exc
+    except tkinter.TclError as exc:
+        raise TmrlError(
+            f"the simulator cannot open its window: {exc}", hint="check DISPLAY (e.g. start `Xvfb :99 &`, DISPLAY=:99)"
+        ) from exc

@@ -6,7 +6,7 @@
   plus write access to ``/dev/uinput`` on Linux.
 - :class:`KeyboardController`: the fallback without a virtual pad: up/down/left/right arrow keys (an action above
   0.5 presses the key), Delete respawns (TrackMania's "give up"), Enter dismisses the finish screen. Windows:
-  SendInput; Linux: xdotool.
+  SendInput (:mod:`tmrl_trackmania.win32`); Linux: XTest through python-xlib, or xdotool without it.
 
 vgamepad is imported only when a pad is created, so the rest of the plugin works where it cannot load.
 """
@@ -153,6 +153,11 @@ class GamepadController:
 _KEYS = ("up", "down", "left", "right")
 
 
+def key_states(gas: float, brake: float, steer: float) -> dict[str, bool]:
+    """Which arrow keys an action holds: binary inputs, so a value beyond 0.5 presses the key."""
+    return {"up": gas > 0.5, "down": brake > 0.5, "left": steer < -0.5, "right": steer > 0.5}
+
+
 class _XdotoolKeys:
     """Key presses on X11 through xdotool (the focused window receives them)."""
 
@@ -167,84 +172,97 @@ class _XdotoolKeys:
             )
         self.exe = exe
 
-    def set(self, key: str, down: bool) -> None:
-        subprocess.run([self.exe, "keydown" if down else "keyup", self.names[key]], check=False, timeout=2)
+    def send(self, changes: list[tuple[str, bool]]) -> None:
+        # one xdotool process for all the changes of a step: starting a process costs milliseconds
+        args = [self.exe]
+        for key, down in changes:
+            args += ["keydown" if down else "keyup", self.names[key]]
+        subprocess.run(args, check=False, timeout=2)
 
 
-class _SendInputKeys:
-    """Key presses on Windows through SendInput with scan codes (what DirectInput games read)."""
+#: set-1 scan codes of the keys used; the arrows and Delete are "extended" keys (an E0 prefix on the wire)
+SCANCODES = {"up": 0x48, "down": 0x50, "left": 0x4B, "right": 0x4D, "respawn": 0x53, "enter": 0x1C}
+EXTENDED_KEYS = frozenset({"up", "down", "left", "right", "respawn"})
+KEYEVENTF_EXTENDEDKEY, KEYEVENTF_KEYUP, KEYEVENTF_SCANCODE = 0x0001, 0x0002, 0x0008
 
-    # set-1 scan codes; the arrows and Delete are "extended" keys (an E0 prefix on the wire)
-    scancodes = {"up": 0x48, "down": 0x50, "left": 0x4B, "right": 0x4D, "respawn": 0x53, "enter": 0x1C}
-    extended = {"up", "down", "left", "right", "respawn"}
+
+def sendinput_key(key: str, down: bool) -> tuple[int, int]:
+    """``(scan code, dwFlags)`` of a Win32 ``KEYBDINPUT`` pressing or releasing ``key`` (sent by
+    :class:`tmrl_trackmania.win32.SendInputKeys`)."""
+    flags = KEYEVENTF_SCANCODE | (0 if down else KEYEVENTF_KEYUP)
+    if key in EXTENDED_KEYS:
+        flags |= KEYEVENTF_EXTENDEDKEY
+    return SCANCODES[key], flags
+
+
+class _XTestKeys:
+    """Key presses on X11 through the XTest extension, in-process with python-xlib (the focused window receives
+    them, as with xdotool, but a step's changes cost microseconds instead of starting a process)."""
+
+    names = _XdotoolKeys.names
 
     def __init__(self) -> None:
-        import ctypes
-        from ctypes import wintypes
+        from Xlib import XK, display
+        from Xlib.error import DisplayError
+        from Xlib.ext import xtest
 
-        class KEYBDINPUT(ctypes.Structure):
-            _fields_ = [
-                ("wVk", wintypes.WORD),
-                ("wScan", wintypes.WORD),
-                ("dwFlags", wintypes.DWORD),
-                ("time", wintypes.DWORD),
-                ("dwExtraInfo", ctypes.c_size_t),
-            ]
+        try:
+            self.display = display.Display()
+        except DisplayError as exc:
+            raise ControlError(
+                f"cannot open the X display for key presses: {exc}",
+                hint="run where the game's window is shown (DISPLAY), or use trackmania.backend = \"gamepad\"",
+            ) from exc
+        if not self.display.has_extension("XTEST"):
+            self.display.close()
+            raise ControlError("the X server has no XTest extension", hint="use trackmania.backend = \"gamepad\"")
+        self._xtest = xtest
+        self._press, self._release = 2, 3  # X.KeyPress, X.KeyRelease
+        to_code = self.display.keysym_to_keycode
+        self.keycodes = {key: to_code(XK.string_to_keysym(name)) for key, name in self.names.items()}
 
-        class MOUSEINPUT(ctypes.Structure):  # sizes the union like the real INPUT
-            _fields_ = [
-                ("dx", wintypes.LONG),
-                ("dy", wintypes.LONG),
-                ("mouseData", wintypes.DWORD),
-                ("dwFlags", wintypes.DWORD),
-                ("time", wintypes.DWORD),
-                ("dwExtraInfo", ctypes.c_size_t),
-            ]
+    def send(self, changes: list[tuple[str, bool]]) -> None:
+        for key, down in changes:
+            self._xtest.fake_input(self.display, self._press if down else self._release, self.keycodes[key])
+        self.display.sync()
 
-        class _U(ctypes.Union):
-            _fields_ = [("ki", KEYBDINPUT), ("mi", MOUSEINPUT)]
+    def close(self) -> None:
+        self.display.close()
 
-        class INPUT(ctypes.Structure):
-            _fields_ = [("type", wintypes.DWORD), ("u", _U)]
 
-        self.ctypes = ctypes
-        self.INPUT = INPUT
-        self.KEYBDINPUT = KEYBDINPUT
-        self.user32 = ctypes.WinDLL("user32", use_last_error=True)
+def _platform_keys() -> object:
+    if sys.platform == "win32":
+        from tmrl_trackmania.win32 import SendInputKeys
 
-    def set(self, key: str, down: bool) -> None:
-        keyeventf_extendedkey, keyeventf_keyup, keyeventf_scancode = 0x0001, 0x0002, 0x0008
-        code = self.scancodes[key]
-        flags = keyeventf_scancode | (0 if down else keyeventf_keyup)
-        if key in self.extended:
-            flags |= keyeventf_extendedkey
-        inp = self.INPUT(type=1)
-        inp.u.ki = self.KEYBDINPUT(0, code, flags, 0, 0)
-        self.user32.SendInput(1, self.ctypes.byref(inp), self.ctypes.sizeof(inp))
+        return SendInputKeys()
+    try:
+        import Xlib  # noqa: F401 - python-xlib is optional: xdotool does the same, slower
+    except ImportError:
+        return _XdotoolKeys()
+    return _XTestKeys()
 
 
 class KeyboardController:
     """Drives with the arrow keys: binary inputs, so an action above 0.5 presses the key."""
 
     def __init__(self, keys: object | None = None, *, button_hold: float = 0.1) -> None:
-        self.keys = keys if keys is not None else (_SendInputKeys() if sys.platform == "win32" else _XdotoolKeys())
+        self.keys = keys if keys is not None else _platform_keys()
         self.button_hold = button_hold
         self._down: dict[str, bool] = dict.fromkeys(_KEYS, False)
 
     def apply(self, gas: float, brake: float, steer: float) -> None:
-        wanted = {"up": gas > 0.5, "down": brake > 0.5, "left": steer < -0.5, "right": steer > 0.5}
-        for key, down in wanted.items():
-            if self._down[key] != down:  # only changes are sent: each xdotool call is a process
-                self.keys.set(key, down)  # type: ignore[attr-defined]
-                self._down[key] = down
+        changes = [(key, down) for key, down in key_states(gas, brake, steer).items() if self._down[key] != down]
+        if changes:  # only changes are sent: each xdotool call is a process
+            self.keys.send(changes)  # type: ignore[attr-defined]
+            self._down.update(changes)
 
     def release(self) -> None:
         self.apply(0.0, 0.0, 0.0)
 
     def _tap(self, key: str) -> None:
-        self.keys.set(key, True)  # type: ignore[attr-defined]
+        self.keys.send([(key, True)])  # type: ignore[attr-defined]
         time.sleep(self.button_hold)
-        self.keys.set(key, False)  # type: ignore[attr-defined]
+        self.keys.send([(key, False)])  # type: ignore[attr-defined]
 
     def respawn(self) -> None:
         self._tap("respawn")
@@ -257,3 +275,6 @@ class KeyboardController:
             self.release()
         except Exception:  # noqa: BLE001 - nothing to do if the keys cannot be released at exit
             pass
+        close = getattr(self.keys, "close", None)
+        if close is not None:
+            close()
