@@ -132,3 +132,23 @@ def test_the_xdotool_keys_drive_the_car_too(on_display):
         keys.release()
         wait_for(lambda: telemetry.latest().gas == 0.0 and telemetry.latest().steer == 0.0, what="released")
     keys.close()
+
+
+def test_grabbing_from_many_short_threads_keeps_one_connection_per_live_thread(on_display):
+    """rtgym may capture each time step from a new thread: a grabber per thread must not outlive its thread (the X
+    server refuses clients beyond 256, which ended a real run after about 250 steps)."""
+    import threading
+
+    from tmrl_trackmania.capture import WindowFrameSource
+
+    frames = WindowFrameSource("Trackmania", 256, 128, x=0, y=0)
+    try:
+        for _ in range(300):
+            t = threading.Thread(target=frames.grab)
+            t.start()
+            t.join()
+        assert frames.open_grabbers <= 2
+        assert frames.grab().shape == (128, 256, 4)
+    finally:
+        frames.close()
+    assert frames.open_grabbers == 0

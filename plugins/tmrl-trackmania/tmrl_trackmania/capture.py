@@ -142,8 +142,9 @@ def place_window(title: str, x: int, y: int, width: int, height: int) -> WindowG
 class WindowFrameSource:
     """Grabs the game window with mss.
 
-    mss keeps per-thread handles on some platforms, and rtgym captures from its own thread: each thread gets its own
-    mss instance, created on first use.
+    mss keeps per-thread handles on some platforms, and rtgym may capture from a new thread at every time step: each
+    thread gets its own mss instance, created on first use, and the instances of threads that have ended are closed
+    when a new one is made (without this, a run opens one X connection per step until the X server refuses more).
     """
 
     def __init__(
@@ -157,27 +158,45 @@ class WindowFrameSource:
         else:
             geometry = find_window(title)
         self.monitor = monitor_for(geometry, width, height)
-        self._local = threading.local()
-        self._all: list[object] = []
+        self._lock = threading.Lock()
+        self._by_thread: dict[threading.Thread, object] = {}
 
-    def grab(self) -> np.ndarray:
-        sct = getattr(self._local, "sct", None)
-        if sct is None:
+    @property
+    def open_grabbers(self) -> int:
+        """mss instances open now (one per live thread that grabbed)."""
+        with self._lock:
+            return len(self._by_thread)
+
+    def _grabber(self) -> object:
+        thread = threading.current_thread()
+        with self._lock:
+            sct = self._by_thread.get(thread)
+            if sct is not None:
+                return sct
+            for dead in [t for t in self._by_thread if not t.is_alive()]:
+                _close_grabber(self._by_thread.pop(dead))
             import mss
 
             # mss 10 renamed the factory (mss.mss is deprecated there); older versions only have mss.mss
             sct = getattr(mss, "MSS", mss.mss)()
-            self._local.sct = sct
-            self._all.append(sct)
-        return np.asarray(sct.grab(self.monitor))
+            self._by_thread[thread] = sct
+            return sct
+
+    def grab(self) -> np.ndarray:
+        return np.asarray(self._grabber().grab(self.monitor))  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        for sct in self._all:
-            try:
-                sct.close()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - closing a grabber of another thread may fail; nothing to do
-                pass
-        self._all.clear()
+        with self._lock:
+            for sct in self._by_thread.values():
+                _close_grabber(sct)
+            self._by_thread.clear()
+
+
+def _close_grabber(sct: object) -> None:
+    try:
+        sct.close()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - closing a grabber of another thread may fail; nothing to do
+        pass
 
 
 # -- preprocessing ---------------------------------------------------------------------------------------------

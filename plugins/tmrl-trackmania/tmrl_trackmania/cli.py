@@ -121,15 +121,20 @@ def record_reward(
     else:
         port = settings.effective_port()
         typer.echo(
-            f"Connecting to the TMRL OpenPlanet plugin on {settings.telemetry_host}:{port}. Drive from the start "
-            "line to the finish line; recording stops at the finish."
+            f"Connecting to the TMRL OpenPlanet plugin on {settings.telemetry_host}:{port}. Respawn, then drive from "
+            "the start line to the finish line; recording starts on the start line and stops at the finish."
         )
     try:
         with TelemetryClient(settings.telemetry_host, port, timeout=settings.telemetry_timeout) as client:
             if game is not None:
                 client.latest()
                 game.respawn()
-            trajectory = record_trajectory(client, spacing=settings.reward_spacing, timeout=timeout)
+            trajectory = record_trajectory(
+                client,
+                spacing=settings.reward_spacing,
+                timeout=timeout,
+                on_start=lambda: typer.echo("Recording: the car is on the start line.") or sys.stdout.flush(),
+            )
     finally:
         if game is not None:
             game.stop()

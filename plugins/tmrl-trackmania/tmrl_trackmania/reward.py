@@ -223,12 +223,15 @@ def record_trajectory(
     spacing: float = 0.1,
     timeout: float = 600.0,
     on_record: Callable[[object], None] | None = None,
+    start_distance: float = 1.0,
+    on_start: Callable[[], None] | None = None,
 ) -> Trajectory:
     """Record positions from a :class:`~tmrl_trackmania.telemetry.TelemetryClient` until the finish line.
 
-    Recording starts with the first record whose car is not finished (so a finished screen left from an earlier
-    drive is skipped), starts again when the car respawns (the race distance goes back), and stops at the first
-    finished record.
+    Recording starts with the first record of a car on the start line (race distance below ``start_distance`` m, not
+    finished), so that a drive already under way when recording begins is never saved as a partial trajectory:
+    the driver respawns to start. It starts again when the car respawns (the race distance goes back), and stops at
+    the first finished record. ``on_start`` is called once recording has started.
     """
     from tmrl_trackmania.telemetry import TelemetryClient, TelemetryError
 
@@ -237,11 +240,14 @@ def record_trajectory(
     positions: list[np.ndarray] = []
     seq = None
     distance = -np.inf
+    started = False
     while True:
         if time.monotonic() > deadline:
+            what = "reach the finish line" if started else "stand on the start line (respawn to start)"
             raise TelemetryError(
-                f"the car did not reach the finish line within {timeout:g} s of recording",
-                hint="drive from the start line to the finish line while record-reward runs (or raise --timeout)",
+                f"the car did not {what} within {timeout:g} s of recording",
+                hint="respawn, then drive from the start line to the finish line while record-reward runs (or raise "
+                "--timeout)",
             )
         rec = telemetry.wait_next(seq)
         seq = rec.seq
@@ -250,6 +256,12 @@ def record_trajectory(
         if rec.distance < distance - 1.0:  # a respawn: the drive starts again from the start line
             positions.clear()
         distance = rec.distance
+        if not started:
+            if rec.is_finished or rec.distance > start_distance:
+                continue
+            started = True
+            if on_start is not None:
+                on_start()
         if rec.is_finished:
             if positions:
                 positions.append(rec.position)
