@@ -27,11 +27,11 @@ from typing import Any
 
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError, TmrlError
 from tmrl_core.files import atomic_write_text
+from tmrl_core.runs import RUN_INFO_FILE
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
 
 log = logging.getLogger("tmrl.pipeline")
 
-RUN_INFO_FILE = "run.json"
 
 
 # -- resolving components --------------------------------------------------------------------------------------
@@ -537,13 +537,30 @@ def run_local(
         threading.Thread(target=monitor, name="tmrl-worker-monitor", daemon=True).start()
         history = trainer.run()
         interrupted = trainer.training.stop_event.is_set() and not trainer.training.finished
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            _record_status(p, "failed", f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         trainer.training.stop_event.set()
         stop_processes(procs)
         if server is not None:
             server.stop()
         trainer.close()
+    if failed:
+        # the trainer saw a stop; the run failed: its workers did
+        _record_status(p, "failed", f"{len(failed)} of {n} worker processes ended with an error")
     return RunResult(history, interrupted, len(failed), trainer.resumed)
+
+
+def _record_status(p: Pipeline, status: str, error: str | None) -> None:
+    from tmrl_core.metrics import run_dir
+    from tmrl_core.runs import write_status
+
+    try:
+        write_status(run_dir(p.settings.run.name), status, error=error)
+    except OSError as exc:
+        log.warning("could not record the run's status %r: %s", status, exc)
 
 
 def evaluate_policy(

@@ -517,6 +517,8 @@ class Trainer:
             )
             training.finished = True
         previous_handler = self._install_sigint()
+        self._write_status("running")
+        status, error = "failed", None
         try:
             if self.endpoint is not None:
                 # workers start with the trainer's actor (a resumed one, too)
@@ -537,10 +539,29 @@ class Trainer:
                 log.info("trainer: stopping")
             if self._saved_at != self._progress():
                 self.save_checkpoint()
+            stopped = training.stop_event.is_set() and not training.finished
+            status = "interrupted" if stopped else "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self._restore_sigint(previous_handler)
             self.close()
+            self._write_status(status, error)
         return self.history
+
+    def _write_status(self, status: str, error: str | None = None) -> None:
+        """``<data>/runs/<run>/status.json`` (what ``tmrl runs`` shows); a failure to write it only warns."""
+        from tmrl_core.metrics import run_dir
+        from tmrl_core.runs import write_status
+
+        try:
+            write_status(run_dir(self.run_name), status, error=error)
+        except OSError as exc:
+            log.warning("trainer: could not record the run's status %r: %s", status, exc)
 
     def run_with_wandb(
         self, entity: str | None = None, project: str | None = None, run_id: str | None = None, key: str | None = None

@@ -150,6 +150,7 @@ class ProgressDisplay:
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}
         self.known: dict[str, float] = {}
+        self.test_returns: list[float] = []  # for the sparkline: the shape of learning at a glance
         self.live: Any = None
         if console.is_terminal:
             from rich.live import Live
@@ -167,6 +168,9 @@ class ProgressDisplay:
 
     def update(self, record: dict[str, Any]) -> None:
         self.last = record
+        ret = record.get("return_test")
+        if isinstance(ret, (int, float)) and math.isfinite(ret):
+            self.test_returns.append(float(ret))
         for key, value in record.items():
             if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
                 self.known[key] = value
@@ -202,6 +206,8 @@ class ProgressDisplay:
     def _render(self) -> Any:
         from rich.table import Table
 
+        from tmrl_core.plot import sparkline
+
         r, k = self.last, self.known
         s = self.p.settings
         table = Table(title=f"tmrl run {s.run.name}: {self.p.env_name} x {self.p.algo_name}", show_header=False)
@@ -215,7 +221,8 @@ class ProgressDisplay:
         table.add_row("training steps", f"{r.get('training_steps', 0)} ({self._fmt(r.get('training_steps_per_s'))}/s)")
         table.add_row("memory", str(r.get("memory_len", 0)))
         table.add_row("return (train)", self._fmt(k.get("return_train")))
-        table.add_row("return (test)", self._fmt(k.get("return_test")))
+        spark = sparkline(self.test_returns, 30)
+        table.add_row("return (test)", f"{self._fmt(k.get('return_test'))}  {spark}".rstrip())
         for name, value in self._losses():
             table.add_row(name, f"{value:.4g}")
         if r:
