@@ -64,6 +64,8 @@ def test_settings_paper_names_defaults_and_validation() -> None:
         RedqSacAgent(BOX_OBS, ACT, "cpu", settings={"n": 3, "m": 4})
     with pytest.raises(ConfigError):
         RedqSacAgent(BOX_OBS, ACT, "cpu", settings={"redq_n": 3})
+    with pytest.raises(ConfigError, match="utd_ratio is not a REDQ setting.*write g instead"):
+        RedqSacAgent(BOX_OBS, ACT, "cpu", settings={"utd_ratio": 5})
 
 
 @pytest.mark.parametrize("obs_space", [BOX_OBS, TUPLE_OBS], ids=["box", "tuple"])
@@ -76,7 +78,7 @@ def test_train_shapes_metrics_and_actor_class(obs_space: spaces.Space) -> None:
         metrics = agent.train(make_batch(obs_space))
     assert {"loss_critic", "loss_actor", "entropy_coef", "q_std_ensemble"} <= set(metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-    assert agent.utd_ratio == 3
+    assert agent.updates_per_step == 3 and not hasattr(agent, "utd_ratio")
 
 
 # -- the batched ensemble --------------------------------------------------------------------------------------------
@@ -191,8 +193,10 @@ def test_target_uses_exactly_m_distinct_random_critics() -> None:
     minima, seen = Counter(), set()
     draws = 600
     for _ in range(draws):
-        q_targ, subset = agent.target_q(o2, a2)
-        chosen = subset.tolist()
+        rng = torch.get_rng_state()
+        chosen = agent.target_subset().tolist()
+        torch.set_rng_state(rng)  # target_q draws the same subset
+        q_targ = agent.target_q(o2, a2)
         assert len(chosen) == m and len(set(chosen)) == m and all(0 <= i < n for i in chosen)
         assert torch.equal(q_targ, torch.full((B,), float(min(chosen))))
         minima[min(chosen)] += 1
@@ -313,7 +317,7 @@ def test_redq_learns_pendulum() -> None:
         agent,
         env_steps=1000,
         start_steps=300,
-        updates_per_step=agent.utd_ratio,
+        updates_per_step=agent.updates_per_step,
         batch_size=128,
         eval_interval=250,
         eval_episodes=3,

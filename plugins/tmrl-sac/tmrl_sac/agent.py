@@ -6,7 +6,9 @@
   REDQ more).
 - :class:`EntropyCoefficient`: the entropy coefficient ``alpha``, fixed (SAC v1) or learned (SAC v2).
 - :func:`build_optimizer`: the optimiser chosen in the settings.
-- :class:`SacAgent`: the training agent; :meth:`SacAgent.train` is the whole update, top to bottom.
+- :class:`SacAgent`: the training agent; :meth:`SacAgent.train` is the whole update, top to bottom. REDQ
+  (``tmrl_redq``) is this class with four of its small methods replaced (``num_critics``, ``target_q``,
+  ``policy_q``, ``actor_update_due``).
 
 Notation (the paper's): ``o`` observation, ``a`` action, ``r`` reward, ``o2`` next observation, ``d`` terminated,
 ``pi`` the policy, ``logp`` log-densities, ``q`` critic values, ``y`` the bootstrapped critic target ("backup"),
@@ -363,66 +365,84 @@ class SacAgent(TrainingAgent):
         self.entropy = EntropyCoefficient(
             s.alpha, s.learn_entropy_coef, s.target_entropy, act_dim, s.lr_entropy, device
         )
-        self.train_steps = 0
+        self.train_steps = 0  # critic updates (train calls)
+        self.actor_updates = 0
 
+    # -- what REDQ changes: four small methods, each one of the paper's differences ---------------------------------
     def num_critics(self) -> int:
         """Critics in the ensemble: two for SAC's clipped double Q."""
         return 2
+
+    def target_q(self, o2: Any, a2: torch.Tensor) -> torch.Tensor:
+        """The target critics' value of ``(o2, a2)``: SAC's clipped double Q, ``min_i Q_targ_i(o2, a2)``."""
+        return self.critic_target(o2, a2).min(dim=0).values
+
+    def policy_q(self, o: Any, pi: torch.Tensor) -> torch.Tensor:
+        """The critics' value of the policy's action, which the actor maximises: ``min_i Q_i(o, pi)`` (gradients
+        reach the action, not the critics' weights)."""
+        return self.critic(o, pi, detach_params=True).min(dim=0).values
+
+    def actor_update_due(self) -> bool:
+        """Whether this ``train`` call also updates the actor and ``alpha``: always for SAC."""
+        return True
 
     def get_actor(self) -> SacActor:
         return self.actor
 
     def train(self, batch: tuple[Any, ...]) -> dict[str, float]:
-        """One SAC update on ``(o, a, r, o2, terminated, truncated)``.
+        """One update on ``(o, a, r, o2, terminated, truncated)``: the critics, then (when
+        :meth:`actor_update_due`) the actor and ``alpha``, then the target critics.
 
         Only ``terminated`` stops bootstrapping: a truncated episode (time limit) still has a value after its last
         step, so ``truncated`` is ignored here.
         """
         o, a, r, o2, d, _truncated = batch
         gamma, polyak = self.settings.gamma, self.settings.polyak
-
-        # policy on o: the action and its log-density serve the actor's and alpha's losses below
-        pi, logp_pi = self.actor(o)
+        update_actor = self.actor_update_due()
         alpha = self.entropy.value()
 
-        # critic target: y = r + gamma * (1 - d) * (min_i Q_targ_i(o2, a2) - alpha * logp(a2 | o2)),  a2 ~ pi(o2)
+        # policy on o: the action and its log-density serve the actor's and alpha's losses below
+        if update_actor:
+            pi, logp_pi = self.actor(o)
+
+        # critic target: y = r + gamma * (1 - d) * (Q_targ(o2, a2) - alpha * logp(a2 | o2)),  a2 ~ pi(o2)
         with torch.no_grad():
             a2, logp_a2 = self.actor(o2)
-            q_pi_targ = self.critic_target(o2, a2).min(dim=0).values
-            y = r + gamma * (1.0 - d) * (q_pi_targ - alpha * logp_a2)
+            y = r + gamma * (1.0 - d) * (self.target_q(o2, a2) - alpha * logp_a2)
 
-        # critics: sum over i of the mean squared error of Q_i(o, a) against y
+        # critics: all of them regress on the same y (sum over i of the mean squared error of Q_i(o, a))
         q = self.critic(o, a)
         loss_q = (q - y).pow(2).mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss_q.backward()
         self.critic_optimizer.step()
-
-        # actor: minimise alpha * logp(pi | o) - min_i Q_i(o, pi) through the updated critics (weights held fixed);
-        # alpha: minimise -log(alpha) * (logp(pi | o) + target entropy). One backward pass serves both losses, as
-        # each reaches its own parameters only.
-        q_pi = self.critic(o, pi, detach_params=True).min(dim=0).values
-        loss_pi = (alpha * logp_pi - q_pi).mean()
-        loss_alpha = self.entropy.loss(logp_pi)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        (loss_pi if loss_alpha is None else loss_pi + loss_alpha).backward()
-        self.actor_optimizer.step()
-        self.entropy.step()
-
-        # target critics: theta_targ <- polyak * theta_targ + (1 - polyak) * theta
-        polyak_update(self.critic.parameters(), self.critic_target.parameters(), polyak)
-        self.train_steps += 1
-
         metrics = {
-            "loss_actor": loss_pi.detach(),
             "loss_critic": loss_q.detach(),
             "entropy_coef": alpha,
             "q_mean": q.detach().mean(),
+            "q_std_ensemble": q.detach().std(dim=0).mean(),
             "backup_mean": y.mean(),
-            "logp_pi": logp_pi.detach().mean(),
         }
-        if loss_alpha is not None:
-            metrics["loss_entropy_coef"] = loss_alpha.detach()
+
+        # actor: minimise alpha * logp(pi | o) - policy_q(o, pi) through the updated critics (weights held fixed);
+        # alpha: minimise -log(alpha) * (logp(pi | o) + target entropy). One backward pass serves both losses, as
+        # each reaches its own parameters only.
+        if update_actor:
+            loss_pi = (alpha * logp_pi - self.policy_q(o, pi)).mean()
+            loss_alpha = self.entropy.loss(logp_pi)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            (loss_pi if loss_alpha is None else loss_pi + loss_alpha).backward()
+            self.actor_optimizer.step()
+            self.entropy.step()
+            self.actor_updates += 1
+            # the actor's metrics come with the calls that update it (the Trainer averages each key over its values)
+            metrics.update(loss_actor=loss_pi.detach(), logp_pi=logp_pi.detach().mean())
+            if loss_alpha is not None:
+                metrics["loss_entropy_coef"] = loss_alpha.detach()
+
+        # target critics: theta_targ <- polyak * theta_targ + (1 - polyak) * theta, all critics at once
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), polyak)
+        self.train_steps += 1
         return metrics_to_floats(**metrics)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
