@@ -35,6 +35,23 @@ _LAZY: dict[str, str] = {
     "get_component": "tmrl_core.plugins",
 }
 
+#: The modules a plugin may import besides this package itself, each within its ``__all__`` (docs/api.md lists
+#: them; tests/test_public_api.py holds the first-party plugins to them). Everything else is internal and may change.
+PUBLIC_MODULES: tuple[str, ...] = (
+    "tmrl_core.cli",
+    "tmrl_core.codec",
+    "tmrl_core.config_migration",
+    "tmrl_core.errors",
+    "tmrl_core.memory",
+    "tmrl_core.metrics",
+    "tmrl_core.nn",
+    "tmrl_core.paths",
+    "tmrl_core.settings",
+    "tmrl_core.specs",
+    "tmrl_core.testing",
+    "tmrl_core.transport",
+)
+
 __all__ = [
     "__version__",
     "hookimpl",
@@ -46,6 +63,7 @@ __all__ = [
     "LoggerSpec",
     "MemorySpec",
     "TransportSpec",
+    "PUBLIC_MODULES",
     *_LAZY,
 ]
 

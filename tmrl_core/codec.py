@@ -41,6 +41,21 @@ MAGIC = b"TMRL"
 FORMAT_VERSION = 1
 #: Bytes before the body: magic (4), version (1), kind (1), flags (2), body length (8).
 HEADER_SIZE = 16
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "MAGIC",
+    "Header",
+    "Kind",
+    "read_header",
+    "encode",
+    "decode",
+    "encode_buffer",
+    "decode_buffer",
+    "encode_weights",
+    "decode_weights",
+]
 _HEADER = struct.Struct("<4sBBHQ")
 _U64 = struct.Struct("<Q")
 

@@ -18,6 +18,8 @@ it).
 
 from __future__ import annotations
 
+__all__ = ["Migration", "convert_original", "migrate_file"]
+
 import json
 import re
 from collections.abc import Callable, Mapping

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "TmrlError",
+    "UnknownComponentError",
+    "DuplicateComponentError",
+    "PluginError",
+    "ActionShapeError",
+    "ConfigError",
+    "CheckpointError",
+    "CodecError",
+    "TransportError",
+    "IncompatibleComponentsError",
+]
+
 
 class TmrlError(Exception):
     """Base class of every error a user can cause and fix.

@@ -19,6 +19,12 @@ from tmrl_core.loggers import METRICS_FILE
 
 log = logging.getLogger("tmrl.metrics")
 
+__all__ = [
+    "METRICS_FILE",
+    "MetricsLogger",
+    "read_metrics",
+]
+
 
 def run_dir(run_name: str, *, create: bool = True) -> Path:
     """``<data>/runs/<run>/``."""

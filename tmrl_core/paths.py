@@ -12,6 +12,14 @@ HOME_ENV = "TMRL_HOME"
 SUBFOLDERS = ("config", "checkpoints", "weights", "reward", "dataset", "runs")
 CONFIG_FILE_NAME = "config.json"
 
+__all__ = [
+    "HOME_ENV",
+    "SUBFOLDERS",
+    "data_dir",
+    "subdir",
+    "config_file",
+]
+
 
 def data_dir(*, create: bool = False) -> Path:
     """The data folder: ``$TMRL_HOME`` if set, else ``~/TmrlData``."""

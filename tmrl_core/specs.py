@@ -16,6 +16,18 @@ from tmrl_core.errors import PluginError
 #: A factory, or a ``"package.module:attribute"`` path to one, resolved on first use.
 Ref = str | Callable[..., Any]
 
+__all__ = [
+    "Ref",
+    "resolve",
+    "ComponentSpec",
+    "EnvSpec",
+    "AgentSpec",
+    "MemorySpec",
+    "CompressorSpec",
+    "TransportSpec",
+    "CommandSpec",
+]
+
 
 def resolve(ref: Ref, *, what: str = "factory") -> Any:
     """Import ``"module:attr"`` (dotted attributes allowed) or return ``ref`` itself if it is already an object."""

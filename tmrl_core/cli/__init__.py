@@ -23,6 +23,9 @@ from tmrl_core.errors import PluginError, TmrlError
 if TYPE_CHECKING:
     from tmrl_core.settings import Settings
 
+#: what a plugin's command group may use: the option and the loader that give its commands the layered settings
+__all__ = ["set_option", "settings_from_cli"]
+
 app = typer.Typer(
     name="tmrl",
     help="Distributed, real-time reinforcement learning: workers act, a server relays, a trainer learns.",

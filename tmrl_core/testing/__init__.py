@@ -22,6 +22,14 @@ _LAZY: dict[str, str] = {
     "MemoryContract": "tmrl_core.testing.memory_contract",
     "TransportContract": "tmrl_core.testing.transport_contract",
     "TmrlResult": "tmrl_core.testing.pytest_plugin",
+    "tmrl_command": "tmrl_core.testing.pytest_plugin",
+    "run_learning": "tmrl_core.testing.learning",
+    "seed_everything": "tmrl_core.testing.learning",
+    "LearningResult": "tmrl_core.testing.learning",
+    "make_buffer": "tmrl_core.testing.transport_contract",
+    "make_weights": "tmrl_core.testing.transport_contract",
+    "weights_version": "tmrl_core.testing.transport_contract",
+    "wait_for": "tmrl_core.testing.transport_contract",
 }
 
 __all__ = list(_LAZY)

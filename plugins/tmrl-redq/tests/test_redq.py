@@ -14,7 +14,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from tmrl_redq.agent import RedqSacAgent, RedqSettings
-from tmrl_sac.agent import SacActor, SacSettings
+from tmrl_sac import SacActor, SacSettings
 from torch import nn
 
 from tmrl_core.errors import ConfigError
@@ -286,7 +286,7 @@ def test_state_dict_round_trip_keeps_ensemble_and_optimiser_state() -> None:
 
 
 def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
-    from tmrl_core.plugins import get_component
+    from tmrl_core import get_component
     from tmrl_core.specs import resolve
 
     spec = get_component("agent", "redqsac")
@@ -305,7 +305,7 @@ def test_redq_learns_pendulum() -> None:
     """A short honest check: the deterministic policy clearly beats a random one (about -1200; the untrained
     deterministic policy scores about -1700) within 1,000 steps, with G = 5 critic updates per step. A small
     ensemble keeps it fast; the full figures with the default settings are in benchmarks/."""
-    from tmrl_core.testing.learning import run_learning, seed_everything
+    from tmrl_core.testing import run_learning, seed_everything
 
     seed = 1
     seed_everything(seed)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from pydantic import Field, model_validator
-from tmrl_sac.agent import SacAgent, SacSettings
+from tmrl_sac import SacAgent, SacSettings
 
 __all__ = ["RedqSacAgent", "RedqSettings"]
 

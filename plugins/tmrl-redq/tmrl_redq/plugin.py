@@ -13,7 +13,7 @@ def tmrl_register_agents(register: Callable[[AgentSpec], None]) -> None:
         AgentSpec(
             name="redqsac",
             factory="tmrl_redq.agent:RedqSacAgent",
-            actor="tmrl_sac.agent:SacActor",
+            actor="tmrl_sac:SacActor",
             settings="tmrl_redq.agent:RedqSettings",
             description="REDQ-SAC: an ensemble of N critics run as one batched computation, min over M targets.",
         )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from tmrl_sac.agent import SacActor, SacAgent, SacSettings
+from tmrl_sac import SacActor, SacAgent, SacSettings
 from torch import nn
 
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError
@@ -300,7 +300,7 @@ def test_env_encoders_are_used_by_actor_and_critics(mode: str) -> None:
 
 
 def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
-    from tmrl_core.plugins import get_component
+    from tmrl_core import get_component
     from tmrl_core.specs import resolve
 
     spec = get_component("agent", "sac")
@@ -319,7 +319,7 @@ def test_sac_learns_pendulum() -> None:
     """A short honest check: the deterministic policy clearly beats a random one (about -1200; the untrained
     deterministic policy scores about -1700) within 3,000 steps. Small networks with a higher learning rate keep it
     fast; the full figures with the default settings are in benchmarks/."""
-    from tmrl_core.testing.learning import run_learning, seed_everything
+    from tmrl_core.testing import run_learning, seed_everything
 
     seed = 2
     seed_everything(seed)

@@ -1,1 +1,47 @@
-"""tmrl plugin: the Soft Actor-Critic agent (sac)."""
+"""tmrl plugin: the Soft Actor-Critic agent (sac).
+
+Public names (for plugins that build on SAC, as tmrl-redq does): the agent, its actor, settings and critic ensemble,
+imported on first use so that ``tmrl plugins`` (which imports ``tmrl_sac.plugin``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY: dict[str, str] = {
+    name: "tmrl_sac.agent"
+    for name in (
+        "EnsembleCritic",
+        "EntropyCoefficient",
+        "SacActor",
+        "SacAgent",
+        "SacSettings",
+        "build_optimizer",
+        "check_action_space",
+        "metrics_to_floats",
+        "validate_settings",
+    )
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tmrl_sac' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from tmrl_sac import EnsembleCritic as EnsembleCritic
+    from tmrl_sac import SacActor as SacActor
+    from tmrl_sac import SacAgent as SacAgent
+    from tmrl_sac import SacSettings as SacSettings

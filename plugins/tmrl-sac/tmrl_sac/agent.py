@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from tmrl_core.agents import TorchActorModule, TrainingAgent
+from tmrl_core import TorchActorModule, TrainingAgent
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError
 from tmrl_core.nn import ACTIVATIONS, EnsembleMLP, VmapEnsemble, make_encoder, mlp, polyak_update
 

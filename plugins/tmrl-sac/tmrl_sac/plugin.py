@@ -13,7 +13,7 @@ def tmrl_register_agents(register: Callable[[AgentSpec], None]) -> None:
         AgentSpec(
             name="sac",
             factory="tmrl_sac.agent:SacAgent",
-            actor="tmrl_sac.agent:SacActor",
+            actor="tmrl_sac:SacActor",
             settings="tmrl_sac.agent:SacSettings",
             description="Soft Actor-Critic: twin critics, polyak targets, fixed or learned entropy coefficient.",
         )

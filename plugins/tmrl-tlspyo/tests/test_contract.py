@@ -10,7 +10,7 @@ import pytest
 from tmrl_tlspyo.transport import TlspyoTransport
 
 from tmrl_core.testing import TransportContract
-from tmrl_core.transport.base import Transport
+from tmrl_core.transport import Transport
 
 
 def send_over_tls(transport: TlspyoTransport, data: bytes) -> None:

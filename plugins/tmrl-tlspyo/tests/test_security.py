@@ -25,7 +25,7 @@ from tmrl_tlspyo.transport import TlspyoTrainer, TlspyoTransport, TlspyoWorker, 
 
 from tmrl_core import codec
 from tmrl_core.errors import TransportError
-from tmrl_core.testing.transport_contract import make_buffer, make_weights, wait_for, weights_version
+from tmrl_core.testing import make_buffer, make_weights, wait_for, weights_version
 
 TIMEOUT = 60.0
 

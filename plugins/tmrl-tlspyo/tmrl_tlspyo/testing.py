@@ -43,7 +43,7 @@ class TmrlProcess:
     """A ``tmrl`` command running in the background, its output in a log file."""
 
     def __init__(self, args: list[str], home: Path, log_path: Path) -> None:
-        from tmrl_core.testing.pytest_plugin import tmrl_command
+        from tmrl_core.testing import tmrl_command
 
         env = {key: value for key, value in os.environ.items() if not key.startswith("TMRL_")}
         env.update({"TMRL_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})

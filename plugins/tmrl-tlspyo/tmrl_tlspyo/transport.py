@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tmrl_core import codec
-from tmrl_core.buffer import Buffer
+from tmrl_core import Buffer, codec
 from tmrl_core.errors import CodecError, TransportError
-from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
+from tmrl_core.transport import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
 from tmrl_tlspyo import credentials
 from tmrl_tlspyo.relay import ECHO, TRAINER_GROUP, WORKERS_GROUP, RelayPolicy
 

@@ -14,8 +14,8 @@ from tmrl_trackmania.envs import make_full, make_lidar_progress, spaces_full, sp
 from tmrl_trackmania.models import ImageHistoryEncoder, LidarHistoryEncoder
 from tmrl_trackmania.settings import TrackmaniaSettings
 
-from tmrl_core.memory.ring import RingMemory
-from tmrl_core.testing.memory_contract import MemoryContract
+from tmrl_core.memory import RingMemory
+from tmrl_core.testing import MemoryContract
 
 
 def _reward_file() -> Path:
@@ -100,7 +100,7 @@ def test_lidar_encoder_scales_raw_readings(spaces_of):
 @pytest.mark.parametrize("env_name", ["trackmania-full", "trackmania-lidar"])
 def test_encoders_fit_both_agents(algo, env_name):
     """The registered agents build their actor and critics on the env's encoder and train one step."""
-    from tmrl_core.plugins import get_plugin_manager
+    from tmrl_core import get_plugin_manager
     from tmrl_core.specs import resolve
 
     manager = get_plugin_manager()

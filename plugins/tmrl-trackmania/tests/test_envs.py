@@ -129,7 +129,7 @@ def test_timing_log_and_lost_game_error(tmrl_home):
 
 
 def test_environments_are_registered_with_their_parts():
-    from tmrl_core.plugins import get_plugin_manager
+    from tmrl_core import get_plugin_manager
 
     manager = get_plugin_manager()
     for name, spaces_of, index in [
