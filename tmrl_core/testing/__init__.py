@@ -6,7 +6,7 @@ Fixtures (available in every pytest run once tmrl-core is installed, through the
 - ``plugin_manager``: a factory of isolated plugin managers with in-process plugins;
 - ``run_tmrl``: runs the ``tmrl`` command as a subprocess in that data folder.
 
-Contract test classes (``EnvContract``, ``MemoryContract``, ``TransportContract``) are subclassed by a plugin's tests
+Contract test classes (``AgentContract``, ``EnvContract``, ``MemoryContract``, ``TransportContract``) are subclassed by a plugin's tests
 to check its component against what the core expects. They are imported on first use, so that importing this package
 stays cheap (and needs neither pytest nor torch).
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 #: name -> module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
+    "AgentContract": "tmrl_core.testing.agent_contract",
     "EnvContract": "tmrl_core.testing.env_contract",
     "MemoryContract": "tmrl_core.testing.memory_contract",
     "TransportContract": "tmrl_core.testing.transport_contract",

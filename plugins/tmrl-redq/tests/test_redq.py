@@ -8,7 +8,6 @@ import math
 from collections import Counter
 from typing import Any
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from tmrl_core.errors import ConfigError
 from tmrl_core.nn import FlattenEncoder, mlp
+from tmrl_core.testing import AgentContract
 
 B = 16
 BOX_OBS = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -258,33 +258,6 @@ def test_actor_updates_once_every_g_critic_updates() -> None:
     assert (agent.train_steps, agent.actor_updates) == (8, 2)
 
 
-# -- checkpoints ----------------------------------------------------------------------------------------------------
-def test_state_dict_round_trip_keeps_ensemble_and_optimiser_state() -> None:
-    torch.manual_seed(0)
-    agent = RedqSacAgent(TUPLE_OBS, ACT, "cpu", settings=SMALL)
-    batches = [make_batch(TUPLE_OBS, seed=k) for k in range(6)]
-    for batch in batches[:4]:
-        agent.train(batch)
-    state = agent.state_dict()
-    assert (state["train_steps"], state["actor_updates"]) == (4, 1)
-    assert state["critic"]["q.layers.0.weight"].shape[0] == 5
-
-    torch.manual_seed(99)
-    restored = RedqSacAgent(TUPLE_OBS, ACT, "cpu", settings=SMALL)
-    restored.load_state_dict(state)
-    for key, value in agent.critic_optimizer.state_dict()["state"].items():
-        for name, tensor in value.items():
-            assert torch.equal(restored.critic_optimizer.state_dict()["state"][key][name], tensor)
-    # the next updates (the actor's included, at the 6th call) are identical
-    for batch in batches[4:]:
-        torch.manual_seed(3)
-        expected = agent.train(batch)
-        torch.manual_seed(3)
-        assert restored.train(batch) == expected
-    for p, q in zip(agent.actor.parameters(), restored.actor.parameters(), strict=True):
-        assert torch.equal(p, q)
-
-
 def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
     from tmrl_core import get_component
     from tmrl_core.specs import resolve
@@ -299,36 +272,30 @@ def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
     worker_actor.load_state_dict(agent.get_actor().state_dict())
 
 
-# -- learning ---------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_redq_learns_pendulum() -> None:
-    """A short honest check: the deterministic policy clearly beats a random one (about -1200; the untrained
-    deterministic policy scores about -1700) within 1,000 steps, with G = 5 critic updates per step. A small
-    ensemble keeps it fast; the full figures with the default settings are in benchmarks/."""
-    from tmrl_core.testing import run_learning, seed_everything
-
-    seed = 1
-    seed_everything(seed)
-    env = gymnasium.make("Pendulum-v1")
-    settings = {"hidden_sizes": (64, 64), "n": 5, "m": 2, "g": 5}
-    agent = RedqSacAgent(env.observation_space, env.action_space, "cpu", settings=settings)
-    result = run_learning(
-        lambda: gymnasium.make("Pendulum-v1"),
-        agent,
-        env_steps=1000,
-        start_steps=300,
-        updates_per_step=agent.updates_per_step,
-        batch_size=128,
-        eval_interval=250,
-        eval_episodes=3,
-        seed=seed,
-    )
-    assert result.best_return > -700, result.evaluations
-
-
 def test_separate_mlp_reference_is_an_mlp() -> None:
     # the reference critics used above are plain tmrl_core.nn.mlp modules (same structure as a hand-built critic)
     reference = mlp([9, 32, 32, 1], "relu")
     agent = RedqSacAgent(TUPLE_OBS, ACT, "cpu", settings=SMALL)
     member = agent.critic.q.member(0)
     assert [type(m) for m in member] == [type(m) for m in reference]
+
+
+# -- the agent contract: actions, determinism, metrics, checkpoints (ensemble, optimisers, counters, the actor update
+# at every G-th call), weights to workers, learning -----------------------------------------------------------------
+class TestRedqContract(AgentContract):
+    """On pendulum, with a learning check: the deterministic policy clearly beats a random one (about -1200; the
+    untrained deterministic policy scores about -1700) within 1,000 steps, with G = 5 critic updates per step. A small
+    ensemble keeps it fast; the full figures with the default settings are in benchmarks/."""
+
+    agent_name = "redqsac"
+    env_name = "pendulum"
+    sets = ["redqsac.hidden_sizes=[64,64]", "redqsac.n=5", "redqsac.m=2", "redqsac.g=5"]
+    learning_threshold = -700.0
+    learning_steps, learning_start_steps, learning_eval_interval, learning_seed = 1000, 300, 250, 1
+
+
+class TestRedqContractTupleObservations(AgentContract):
+    agent_name = "redqsac"
+    env_name = "rc-drone"
+    sets = ["redqsac.hidden_sizes=[32,32]", "redqsac.n=4", "redqsac.m=2", "redqsac.g=3"]
+

@@ -1,11 +1,11 @@
-"""tmrl-sac: the actor, the agent's update, optimisers, the entropy coefficient, checkpoints, and a learning check."""
+"""tmrl-sac: the actor, the agent's update, optimisers, the entropy coefficient, and the AgentContract (checkpoints,
+weights to workers, a learning check)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError
 from tmrl_core.nn import FlattenEncoder
+from tmrl_core.testing import AgentContract
 
 B = 16
 BOX_OBS = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -85,16 +86,6 @@ def test_actor_logp_is_the_squashed_gaussian_density() -> None:
     in_unit_box = (a - actor.action_bias) / actor.action_scale
     expected = squashed.log_prob(in_unit_box.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
     torch.testing.assert_close(logp, expected, atol=2e-3, rtol=1e-3)
-
-
-def test_worker_actor_loads_the_trainer_actor_weights() -> None:
-    agent = SacAgent(TUPLE_OBS, ACT, "cpu", settings=SMALL)
-    agent.train(make_batch(TUPLE_OBS, ACT))
-    worker_actor = SacActor(TUPLE_OBS, ACT, settings=SMALL)
-    worker_actor.load_state_dict(agent.get_actor().state_dict())
-    one = TUPLE_OBS.sample()
-    assert np.array_equal(worker_actor.act_(one, test=True), agent.get_actor().act_(one, test=True))
-    assert set(agent.get_actor().state_dict()) == set(worker_actor.state_dict())
 
 
 def test_non_box_action_spaces_are_rejected_with_a_hint() -> None:
@@ -240,40 +231,6 @@ def test_default_target_entropy_is_minus_action_dimension() -> None:
     assert agent.entropy.target_entropy == -2.0
 
 
-# -- checkpoints ----------------------------------------------------------------------------------------------------
-def _plain(value: Any) -> bool:
-    """Tensors and plain data only (what a non-pickle checkpoint format can hold)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, (str, int)) and _plain(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (torch.Tensor, int, float, bool, str))
-
-
-@pytest.mark.parametrize("learn_alpha", [True, False])
-def test_state_dict_round_trip_gives_identical_next_losses(learn_alpha: bool) -> None:
-    settings = {**SMALL, "learn_entropy_coef": learn_alpha}
-    torch.manual_seed(0)
-    agent = SacAgent(TUPLE_OBS, ACT, "cpu", settings=settings)
-    batches = [make_batch(TUPLE_OBS, ACT, seed=k) for k in range(4)]
-    for batch in batches[:3]:
-        agent.train(batch)
-    state = agent.state_dict()
-    assert _plain(state)
-    assert state["train_steps"] == 3
-
-    torch.manual_seed(123)  # different initial weights: everything must come from the state dict
-    restored = SacAgent(TUPLE_OBS, ACT, "cpu", settings=settings)
-    restored.load_state_dict(state)
-    torch.manual_seed(7)
-    expected = agent.train(batches[3])
-    torch.manual_seed(7)
-    assert restored.train(batches[3]) == expected
-    for p, q in zip(agent.critic_target.parameters(), restored.critic_target.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert restored.train_steps == 4
-
-
 # -- encoders -------------------------------------------------------------------------------------------------------
 class ParamEncoder(nn.Module):
     """An env-supplied encoder with parameters."""
@@ -314,26 +271,25 @@ def test_registered_spec_builds_this_agent(tmrl_home: Any) -> None:
 
 
 # -- learning ---------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_sac_learns_pendulum() -> None:
-    """A short honest check: the deterministic policy clearly beats a random one (about -1200; the untrained
-    deterministic policy scores about -1700) within 3,000 steps. Small networks with a higher learning rate keep it
-    fast; the full figures with the default settings are in benchmarks/."""
-    from tmrl_core.testing import run_learning, seed_everything
 
-    seed = 2
-    seed_everything(seed)
-    env = gymnasium.make("Pendulum-v1")
-    settings = {"hidden_sizes": (64, 64), "lr_actor": 3e-3, "lr_critic": 3e-3}
-    agent = SacAgent(env.observation_space, env.action_space, "cpu", settings=settings)
-    result = run_learning(
-        lambda: gymnasium.make("Pendulum-v1"),
-        agent,
-        env_steps=3000,
-        start_steps=500,
-        batch_size=128,
-        eval_interval=500,
-        eval_episodes=3,
-        seed=seed,
-    )
-    assert result.best_return > -700, result.evaluations
+
+# -- the agent contract: actions, determinism, metrics, checkpoints, weights to workers, learning ---------------------
+class TestSacContract(AgentContract):
+    """On pendulum, with a learning check: the deterministic policy clearly beats a random one (about -1200; the
+    untrained deterministic policy scores about -1700) within 3,000 steps. Small networks with a higher learning rate
+    keep it fast; the full figures with the default settings are in benchmarks/."""
+
+    agent_name = "sac"
+    env_name = "pendulum"
+    sets = ["sac.hidden_sizes=[64,64]", "sac.lr_actor=0.003", "sac.lr_critic=0.003"]
+    learning_threshold = -700.0
+    learning_steps, learning_start_steps, learning_eval_interval, learning_seed = 3000, 500, 500, 2
+
+
+class TestSacContractTupleObservationsFixedAlpha(AgentContract):
+    """On the RC drone: tuple observations (with rtgym's action buffer), and a fixed alpha through the round trip."""
+
+    agent_name = "sac"
+    env_name = "rc-drone"
+    sets = ["sac.hidden_sizes=[32,32]", "sac.learn_entropy_coef=false", "sac.alpha=0.05"]
+
