@@ -110,3 +110,10 @@ def test_the_api_page_lists_every_public_module() -> None:
         assert f"`{module}`" in page, f"docs/api.md does not list {module}"
     for name in tmrl_core.__all__:
         assert f"`{name}`" in page, f"docs/api.md does not list tmrl_core.{name}"
+
+
+def test_every_user_error_is_public() -> None:
+    import tmrl_core.errors as errors
+
+    defined = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, errors.TmrlError)}
+    assert defined <= set(errors.__all__)

@@ -42,6 +42,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "tmrl_core.codec",
     "tmrl_core.config_migration",
     "tmrl_core.errors",
+    "tmrl_core.loggers",
     "tmrl_core.memory",
     "tmrl_core.metrics",
     "tmrl_core.nn",

@@ -8,6 +8,7 @@ __all__ = [
     "DuplicateComponentError",
     "PluginError",
     "ActionShapeError",
+    "MissingExtraError",
     "ConfigError",
     "CheckpointError",
     "CodecError",

@@ -30,6 +30,9 @@ from tmrl_core.errors import ConfigError, MissingExtraError, PluginError
 
 METRICS_FILE = "metrics.jsonl"
 
+#: what a logger plugin may use (docs/api.md)
+__all__ = ["Logger", "RunInfo", "clean_value", "flatten", "numeric"]
+
 
 @runtime_checkable
 class Logger(Protocol):

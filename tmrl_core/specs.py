@@ -26,6 +26,7 @@ __all__ = [
     "CompressorSpec",
     "TransportSpec",
     "CommandSpec",
+    "LoggerSpec",
 ]
 
 

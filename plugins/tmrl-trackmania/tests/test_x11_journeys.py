@@ -138,7 +138,7 @@ def test_record_reward_from_key_presses_then_train_on_it(simulator, run_tmrl, tm
     from tmrl_trackmania.reward import Trajectory
     from tmrl_trackmania.sim.track import build_track
 
-    from tmrl_core.testing.pytest_plugin import tmrl_command
+    from tmrl_core.testing import tmrl_command
 
     monkeypatch.setenv("DISPLAY", simulator.display)
     path = tmp_path / "recorded.npz"
