@@ -185,6 +185,7 @@ def test_a_run_reaches_tensorboard_and_a_third_party_logger_and_survives_a_broke
     output = " ".join((result.stdout + result.stderr).split())  # the log handler may wrap long lines
     assert output.count(message) == 1, result
     assert records[-1]["env_steps"] >= 600
+    assert all(r["samples_dropped"] == 0 for r in records)  # one machine: the worker never lost its server
 
     # tensorboard: every numeric JSONL key is a scalar of the same name, at the record's env steps and time, with
     # the same value (TensorBoard keeps float32)
@@ -263,3 +264,47 @@ def test_tensorboard_not_installed_says_which_extra(tmrl_home: Path) -> None:
     assert result.returncode == 1, result
     assert "Hint: pip install 'tmrl-core[tensorboard]'" in result.stderr
     assert "Internal error" not in result.stderr
+
+
+def test_worker_figures_reach_every_sink(tmrl_home: Path, one_torch_thread) -> None:
+    """What a worker reports in its buffers (episode return and length, samples it had to drop while the server was
+    unreachable: see the transport contract) is in the round's record, so in every logger."""
+    import numpy as np
+
+    from tmrl_core.buffer import Buffer
+    from tmrl_core.pipeline import build_training, prepare
+
+    p = prepare("pendulum", "sac", overrides={
+        "training": {"start_training": 1, "steps_per_round": 1, "batch_size": 2},
+        "sac": {"hidden_sizes": [8]},
+    })  # fmt: skip
+    training = build_training(p)()
+
+    class Received:
+        def __init__(self, buffers: list[Buffer]) -> None:
+            self.buffers = buffers
+
+        def retrieve_buffers(self) -> list[Buffer]:
+            out, self.buffers = self.buffers, []
+            return out
+
+        def broadcast_model(self, actor: Any) -> None:
+            pass
+
+    buffer = Buffer()
+    obs = np.zeros(3, dtype=np.float32)
+    buffer.append_sample((np.zeros(1, np.float32), obs, 0.0, False, False, {}))
+    for step in range(4):
+        buffer.append_sample((np.zeros(1, np.float32), obs, -1.0, False, step == 3, {}))
+    buffer.stat_train_return, buffer.stat_train_steps, buffer.dropped = -4.0, 4, 7
+    record = training.run_round(Received([buffer]))
+    assert (record["return_train"], record["episode_length_train"], record["samples_dropped"]) == (-4.0, 4.0, 7)
+    assert training.run_round(Received([]))["samples_dropped"] == 0  # counted once, in the round it arrived
+
+    metrics = MetricsLogger("worker-figures", settings=Settings(logging={"loggers": ["tensorboard"]}))
+    metrics.log(record)
+    metrics.close()
+    (written,) = read_metrics("worker-figures")
+    assert written["samples_dropped"] == 7 and written["return_train"] == -4.0
+    scalars = tensorboard_scalars(tmrl_home / "runs" / "worker-figures")
+    assert scalars["samples_dropped"][0][:2] == (4, 7.0) and scalars["episode_length_train"][0][:2] == (4, 4.0)

@@ -152,6 +152,7 @@ class TorchTrainingOffline:
         self.stop_event = threading.Event()
         self._updates_at_last_send = -1
         self._round_episodes: dict[str, list[float]] = defaultdict(list)
+        self._round_dropped = 0  # samples the workers had to drop (buffer overflow, no server), reported this round
 
     @staticmethod
     def _spaces(env_cls: Any) -> tuple[Any, Any]:
@@ -178,6 +179,7 @@ class TorchTrainingOffline:
             self.total_samples += len(buffer)
             self.env_steps += steps
             self.episodes += episodes
+            self._round_dropped += buffer.dropped
             received += steps
             for key, value in (
                 ("return_train", buffer.stat_train_return),
@@ -307,6 +309,8 @@ class TorchTrainingOffline:
         for key, values in self._round_episodes.items():
             record[key] = float(np.mean(values))
         self._round_episodes.clear()
+        record["samples_dropped"] = self._round_dropped
+        self._round_dropped = 0
         return record
 
     # -- state ---------------------------------------------------------------------------------------------------

@@ -310,6 +310,26 @@ class TransportContract:
         assert sum(len(b) for b in self.collect(trainer, 3)) == 3
         self.connect_worker(trainer, worker, 1)
 
+    def test_samples_dropped_while_disconnected_are_counted(
+        self, make_transport: Callable[..., Transport], parts: list
+    ) -> None:
+        """A worker without a server keeps at most ``local_buffer_max_samples`` samples; what it drops is counted in
+        the ``dropped`` field of a buffer it delivers later (the trainer reports it as ``samples_dropped``)."""
+        transport = make_transport(max_message_bytes=self.max_message_bytes, local_buffer_max_samples=6)
+        trainer = self.trainer(transport, parts)
+        worker = self.worker(transport, parts, "w0")
+        for index in range(5):
+            worker.send_samples(make_buffer(0, 3 * index, 3))
+        time.sleep(0.5)
+        self.start_server(transport, parts)
+        received = self.collect(trainer, 6)
+        time.sleep(0.5)  # anything else on its way
+        received.extend(trainer.receive_samples())
+        delivered = [int(s[0][1]) for b in received for s in b.memory]
+        dropped = sum(b.dropped for b in received)
+        assert dropped > 0 and len(delivered) + dropped == 15, (delivered, dropped)
+        assert delivered[-6:] == list(range(9, 15))  # the newest are kept
+
     def test_clients_reconnect_after_the_server_restarts(self, transport: Transport, parts: list) -> None:
         server = self.start_server(transport, parts)
         trainer = self.trainer(transport, parts)

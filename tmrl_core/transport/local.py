@@ -590,9 +590,11 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
             self._outbox.append((copy, n))
             self._outbox_samples += n
             while self._outbox_samples > self.t.max_pending_samples and len(self._outbox) > 1:
-                _, lost = self._outbox.popleft()
+                lost_buffer, lost = self._outbox.popleft()
                 self._outbox_samples -= lost
                 self.dropped_samples += lost
+                # the count travels with the newest buffer, so that the trainer's metrics show what was lost
+                self._outbox[-1][0].dropped += lost + lost_buffer.dropped
                 log.warning("worker %s: dropped %d unsent samples (%d so far)", self.name, lost, self.dropped_samples)
             self._cond.notify_all()
 

@@ -371,9 +371,12 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             self._outbox.append(snapshot)
             self._outbox_samples += len(snapshot)
             while self._outbox_samples > self.t.max_pending_samples and len(self._outbox) > 1:
-                lost = len(self._outbox.popleft())
+                lost_buffer = self._outbox.popleft()
+                lost = len(lost_buffer)
                 self._outbox_samples -= lost
                 self.dropped_samples += lost
+                # the count travels with the newest buffer, so that the trainer's metrics show what was lost
+                self._outbox[-1].dropped += lost + lost_buffer.dropped
                 log.warning(
                     "worker %s: the server is unreachable or slow; dropped %d unsent samples (%d so far)",
                     self.name,
