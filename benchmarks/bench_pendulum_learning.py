@@ -7,8 +7,10 @@ size (256) and network (256 x 256), and its other defaults. Both are evaluated e
 clock stops during evaluations, so the seconds are training time only. Both use the same number of torch threads.
 
     python benchmarks/bench_pendulum_learning.py [--seeds 0 1 2] [--max-env-steps 10000] [--eval-every 200]
+        [--png docs/img/pendulum-sac-vs-sb3.png]
 
-Prints, per seed and side, env steps and seconds to reach -200, and the ratio of seconds (SB3 / tmrl).
+Prints, per seed and side, env steps and seconds to reach -200, and the ratio of seconds (SB3 / tmrl); then draws
+both sides' test-return curves (mean and spread over the seeds) with ``tmrl plot`` to ``--png``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from _curves import DOCS_IMG, plot, write_curve
 
 THRESHOLD = -200.0
 
@@ -32,6 +36,7 @@ class Outcome:
     seconds: float | None  # training seconds until then (evaluations excluded)
     last_return: float
     total_env_steps: int
+    evaluations: list[tuple[int, float]]  # (env steps, mean test return) at every evaluation
 
 
 def evaluate(act, seed: int, episodes: int = 5) -> float:
@@ -66,6 +71,7 @@ def run_tmrl(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
         overrides={"run": {"name": f"bench-{seed}", "seed": seed}, "training": {"max_env_steps": max_env_steps}},
     )
     state: dict = {"next_eval": eval_every, "eval_time": 0.0, "reached": None, "last": float("nan"), "steps": 0}
+    evaluations: list[tuple[int, float]] = []
     holder: dict = {}
 
     def on_start(trainer) -> None:
@@ -81,6 +87,7 @@ def run_tmrl(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
         actor = trainer.training.agent.get_actor()
         state["last"] = evaluate(lambda obs: actor.act_(obs, test=True), seed)
         state["eval_time"] += time.perf_counter() - t_eval
+        evaluations.append((record["env_steps"], state["last"]))
         print(f"  tmrl  seed {seed}: {record['env_steps']:6d} env steps  test return {state['last']:8.1f}", flush=True)
         while state["next_eval"] <= record["env_steps"]:
             state["next_eval"] += eval_every
@@ -91,7 +98,9 @@ def run_tmrl(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
 
     run_local(p, on_round=on_round, on_start=on_start)
     reached = state["reached"]
-    return Outcome(reached[0] if reached else None, reached[1] if reached else None, state["last"], state["steps"])
+    return Outcome(
+        reached[0] if reached else None, reached[1] if reached else None, state["last"], state["steps"], evaluations
+    )
 
 
 def run_sb3(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
@@ -100,6 +109,7 @@ def run_sb3(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
     from stable_baselines3.common.callbacks import BaseCallback
 
     state: dict = {"eval_time": 0.0, "reached": None, "last": float("nan")}
+    evaluations: list[tuple[int, float]] = []
 
     class EvalAndStop(BaseCallback):
         def _on_training_start(self) -> None:
@@ -111,6 +121,7 @@ def run_sb3(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
             t_eval = time.perf_counter()
             state["last"] = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], seed)
             state["eval_time"] += time.perf_counter() - t_eval
+            evaluations.append((self.num_timesteps, state["last"]))
             print(f"  sb3   seed {seed}: {self.num_timesteps:6d} env steps  test return {state['last']:8.1f}", flush=True)
             if state["last"] >= THRESHOLD:
                 state["reached"] = (self.num_timesteps, time.perf_counter() - state["t0"] - state["eval_time"])
@@ -129,7 +140,11 @@ def run_sb3(seed: int, max_env_steps: int, eval_every: int) -> Outcome:
     model.learn(total_timesteps=max_env_steps, callback=EvalAndStop())
     reached = state["reached"]
     return Outcome(
-        reached[0] if reached else None, reached[1] if reached else None, state["last"], int(model.num_timesteps)
+        reached[0] if reached else None,
+        reached[1] if reached else None,
+        state["last"],
+        int(model.num_timesteps),
+        evaluations,
     )
 
 
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-env-steps", type=int, default=10_000)
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--skip-sb3", action="store_true", help="only the tmrl side")
+    parser.add_argument("--png", type=Path, default=DOCS_IMG / "pendulum-sac-vs-sb3.png", help="the curves' PNG")
     args = parser.parse_args(argv)
 
     import torch
@@ -168,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         if theirs is not None and ours.seconds and theirs.seconds:
             ratio = f"{theirs.seconds / ours.seconds:.2f}"
         print(f"{seed:4d} | {_fmt(ours):41s} | {_fmt(theirs) if theirs else 'skipped':41s} | {ratio}")
+    curves = Path(tempfile.mkdtemp(prefix="tmrl-bench-curves-"))
+    for seed, ours, theirs in results:
+        write_curve(curves, f"tmrl-sac-seed{seed}", ours.evaluations)
+        if theirs is not None:
+            write_curve(curves, f"sb3-sac-seed{seed}", theirs.evaluations)
+    plot(curves, ["tmrl-sac-*", "sb3-sac-*"], args.png, "Pendulum-v1: tmrl run (defaults) vs Stable-Baselines3 SAC")
     reached = [o for _, o, _ in results if o.env_steps is not None]
     if reached:
         print(

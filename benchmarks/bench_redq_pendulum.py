@@ -13,6 +13,9 @@ With the defaults (MLPs 256x256, N = 10 critics, 20 critic updates per step) RED
 compute per environment step: on a 2-core CPU a seed takes tens of minutes; ``--hidden 64,64`` is much quicker.
 
     python benchmarks/bench_redq_pendulum.py [--seeds 0,1,2] [--algos redqsac,sac] [--hidden 64,64] [--device cpu]
+        [--png docs/img/pendulum-redq-vs-sac.png]
+
+The test-return curves of each algorithm (mean and spread over the seeds) are drawn with ``tmrl plot`` to ``--png``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gymnasium
 import torch
+from _curves import DOCS_IMG, plot, write_curve
 
 from tmrl_core.testing.learning import run_learning, seed_everything
 
@@ -56,6 +62,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra agent setting KEY=JSON (both agents)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--png", type=Path, default=DOCS_IMG / "pendulum-redq-vs-sac.png", help="the curves' PNG")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,6 +75,7 @@ def main() -> None:
         extra[key] = json.loads(value)
 
     results: dict[str, list[tuple[int | None, float | None, float]]] = {}
+    curves = Path(tempfile.mkdtemp(prefix="tmrl-bench-curves-"))
     for algo in args.algos.split(","):
         results[algo] = []
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -90,6 +98,7 @@ def main() -> None:
                 log=lambda line: print(line, flush=True),
             )
             results[algo].append((result.steps_to_threshold, result.seconds_to_threshold, result.best_return))
+            write_curve(curves, f"{algo}-seed{seed}", result.evaluations)
             reached = (
                 f"{result.steps_to_threshold} env steps, {result.seconds_to_threshold:.0f} s"
                 if result.steps_to_threshold
@@ -116,6 +125,7 @@ def main() -> None:
             )  # type: ignore[arg-type]
     if "redqsac" in medians and "sac" in medians:
         print(f"  sac / redqsac env steps (medians): {medians['sac'] / medians['redqsac']:.2f}x")
+    plot(curves, [f"{algo}-*" for algo in results], args.png, "Pendulum-v1: env steps to -200, REDQ-SAC vs SAC")
     if "redqsac" in results:
         within = sum(1 for s, _, _ in results["redqsac"] if s is not None and s <= 3000)
         print(f"  redqsac seeds within 3,000 env steps: {within}/{len(results['redqsac'])}")
