@@ -124,7 +124,7 @@ def test_damaged_checkpoints_raise_a_clear_error(tmp_path: Path, damage) -> None
     path = save_state(tmp_path / "ck.safetensors", {"w": torch.arange(100.0), "epoch": 2})
     damaged = damage(path.read_bytes())
     path.write_bytes(damaged)
-    with pytest.raises(CheckpointError, match="corrupted or truncated") as info:
+    with pytest.raises(CheckpointError, match="is damaged: corrupted, truncated or edited") as info:
         load_state(path)
     assert "--reset" in (info.value.hint or "")
     assert path.read_bytes() == damaged  # left untouched
@@ -229,7 +229,7 @@ def test_a_corrupted_checkpoint_stops_the_trainer_and_stays_untouched(tmrl_home:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     before = path.read_bytes()
-    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+    with pytest.raises(CheckpointError, match="is damaged: corrupted, truncated or edited"):
         Trainer(training_cls, settings=p.settings, transport=False)
     assert path.read_bytes() == before
 

@@ -215,7 +215,7 @@ def test_a_damaged_memory_state_is_refused_and_the_memory_unchanged(tmp_path: Pa
         "meta missing": lambda s: s.pop("meta"),
     }
     for name, edit in edits.items():
-        with pytest.raises(CheckpointError, match="damaged|act_buf_len") as info:
+        with pytest.raises(CheckpointError, match="replay memory state|act_buf_len") as info:
             memory.load_state_dict(damaged(edit))
         assert info.value.hint, name
         after = memory.batch(np.arange(len(memory)))

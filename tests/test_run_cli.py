@@ -119,8 +119,9 @@ def test_sigkill_then_restart_resumes_and_sigint_stops_cleanly(tmrl_home: Path, 
         if first.poll() is None:
             first.kill()
     wait_until(lambda: not processes_of(tmrl_home), 20, "the killed run's workers to end (parent-death signal)")
-    saved = load_state(checkpoint)["training"]
-    before = len(metrics(tmrl_home, "resume"))
+    saved_file = load_state(checkpoint)
+    saved = saved_file["training"]
+    before = saved_file["metrics_rows"]  # rows logged after the checkpoint are dropped on resume (run again)
 
     second = start(tmrl_home, *args, "--epochs", "1000")
     try:
@@ -153,7 +154,7 @@ def test_a_damaged_checkpoint_is_refused_and_kept(run_tmrl, tmrl_home: Path, no_
     checkpoint.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     result = run_tmrl("run", "--env", "pendulum", "--run-name", "bad", "--env-steps", "200", timeout=120)
     assert result.returncode == 1, result
-    assert "Error: checkpoint" in result.stderr and "corrupted or truncated" in result.stderr
+    assert "Error: checkpoint" in result.stderr and "is damaged: corrupted, truncated or edited" in result.stderr
     assert "Hint:" in result.stderr and "Traceback" not in result.stderr
     assert checkpoint.read_bytes() == b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage"
     assert not (tmrl_home / "runs" / "bad" / "run.json").exists()  # nothing was started
@@ -171,3 +172,123 @@ def test_rc_drone_runs_and_ends_by_itself(run_tmrl, tmrl_home: Path, no_leftover
     assert result.returncode == 0, result
     records = metrics(tmrl_home, "drone")
     assert records and records[-1]["env_steps"] >= 300 and records[-1]["training_steps"] > 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _kill_during_a_write(proc: subprocess.Popen[str], targets: list[Path], timeout: float) -> Path:
+    """SIGKILL ``proc`` while it is writing one of ``targets`` (a temporary file of it exists): freeze it with
+    SIGSTOP as soon as one is seen, and kill it only if the temporary file is still there (else let it go on)."""
+    from tmrl_core.files import temporaries_of
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if any(temporaries_of(t) for t in targets):
+            proc.send_signal(signal.SIGSTOP)
+            left = [tmp for t in targets for tmp in temporaries_of(t)]
+            if left:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
+                return left[0]
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.0005)
+    raise AssertionError(f"no checkpoint write caught in {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_then_resume_exactly(tmrl_home: Path, no_leftovers) -> None:
+    from tmrl_core.checkpoint import load_state
+    from tmrl_core.files import temporaries_of
+
+    args = ["run", "--env", "pendulum", "--run-name", "killw", "--seed", "4", *FAST,
+            "--set", "training.rounds_per_epoch=1", "--epochs", "1000"]  # fmt: skip
+    checkpoint = tmrl_home / "checkpoints" / "killw.safetensors"
+    weights = tmrl_home / "weights" / "killw.safetensors"
+    first = start(tmrl_home, *args)
+    try:
+        wait_until(lambda: checkpoint.exists() and load_state(checkpoint)["training"]["epoch"] >= 2, 300, "epoch 2")
+        leftover = _kill_during_a_write(first, [checkpoint, weights], timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert leftover.exists() and leftover.name.endswith(".tmp")
+    wait_until(lambda: not processes_of(tmrl_home), 20, "the killed run's workers to end (parent-death signal)")
+    saved_file = load_state(checkpoint)  # the previous checkpoint, whole: the write was atomic
+    saved = saved_file["training"]
+    rows_at_checkpoint = saved_file["metrics_rows"]
+    logged_before = metrics(tmrl_home, "killw")
+    assert len(logged_before) >= rows_at_checkpoint
+
+    second = start(tmrl_home, *args)
+    try:
+        wait_until(lambda: len(metrics(tmrl_home, "killw")) > rows_at_checkpoint + 1, 300, "two rounds after resuming")
+        assert not temporaries_of(checkpoint) and not temporaries_of(weights)  # removed at start
+        second.send_signal(signal.SIGINT)
+        out, err = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 130, (out, err)
+    resumed = re.search(r"resuming run killw at epoch (\d+) round (\d+) \((\d+) env steps", out)
+    assert resumed, out
+    assert tuple(map(int, resumed.groups())) == (saved["epoch"], saved["round"], saved["env_steps"])
+    after = metrics(tmrl_home, "killw")
+    assert after[:rows_at_checkpoint] == logged_before[:rows_at_checkpoint]  # the rows before the checkpoint, as they were
+    first_new = after[rows_at_checkpoint]
+    assert (first_new["epoch"], first_new["round"]) == (saved["epoch"], saved["round"])  # continues where it saved
+    assert first_new["training_steps"] > saved["total_updates"]
+    complete = [(r["epoch"], r["round"]) for r in after if r["complete"]]
+    assert len(complete) == len(set(complete)), "a round logged twice"
+    steps = [r["training_steps"] for r in after]
+    assert steps == sorted(steps), "training steps go back: rows of the lost rounds were kept"
+    assert sorted(os.listdir(checkpoint.parent)) == ["killw.safetensors"]
+
+
+@pytest.mark.slow
+def test_an_edited_checkpoint_is_refused_before_resuming(run_tmrl, tmrl_home: Path, no_leftovers) -> None:
+    from tmrl_core.checkpoint import load_state
+
+    done = run_tmrl("run", "--env", "pendulum", "--run-name", "edit", "--env-steps", "300", *FAST, timeout=300)
+    assert done.returncode == 0, done
+    checkpoint = tmrl_home / "checkpoints" / "edit.safetensors"
+    epoch = load_state(checkpoint)["training"]["epoch"]
+    data = checkpoint.read_bytes()
+    old = f'\\"epoch\\":{epoch},'.encode()  # the skeleton is JSON inside the safetensors header's JSON
+    assert data.count(old) == 1
+    edited = data.replace(old, f'\\"epoch\\":{(epoch + 7) % 10},'.encode())
+    checkpoint.write_bytes(edited)
+    result = run_tmrl("run", "--env", "pendulum", "--run-name", "edit", "--env-steps", "600", *FAST, timeout=120)
+    assert result.returncode == 1, result
+    assert "Error: checkpoint" in result.stderr and "is damaged: corrupted, truncated or edited" in result.stderr
+    assert "resuming" not in result.stdout and "Traceback" not in result.stderr
+    assert checkpoint.read_bytes() == edited
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_after_the_replay_memory_fills(tmrl_home: Path, no_leftovers) -> None:
+    size = 300
+    args = ["run", "--env", "pendulum", "--run-name", "flat", "--env-steps", "4000", *FAST,
+            "--set", f"training.memory_size={size}", "--set", "checkpoint.keep_memory=false"]  # fmt: skip
+    proc = start(tmrl_home, *args)
+    try:
+        wait_until(lambda: any(r["env_steps"] >= 2 * size for r in metrics(tmrl_home, "flat")), 300, "a full memory")
+        at_fill = _rss_kib(proc.pid)
+        wait_until(lambda: any(r["env_steps"] >= 3500 for r in metrics(tmrl_home, "flat")), 400, "3,500 env steps")
+        later = _rss_kib(proc.pid)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (out, err)
+    records = metrics(tmrl_home, "flat")
+    assert max(r["memory_len"] for r in records) <= size
+    # ~2,900 more samples went through a memory of 300: kept, they would be each ~100 bytes of arrays plus an info
+    # dict; the bound allows allocator noise, not growth with the samples received
+    print("RSS_FLAT", at_fill, later)
+    assert later - at_fill < 24 * 1024, (at_fill, later)

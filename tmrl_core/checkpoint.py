@@ -4,7 +4,8 @@ A *state* is a nested structure of dicts, lists and tuples whose leaves are torc
 scalars, Python scalars, strings, bytes or None (what ``state_dict()`` methods return: models, optimisers with
 their integer-keyed ``state``, memories, RNG states). :func:`save_state` writes it as one safetensors file: every
 tensor and array becomes a safetensors tensor, and the structure around them is a JSON "skeleton" in the file's
-metadata, next to a digest of every tensor's bytes so that corruption anywhere is detected on load.
+metadata, next to a digest of the whole content (the metadata and every tensor's bytes) so that corruption or an
+edit anywhere is detected on load.
 
 Writing is atomic (:func:`tmrl_core.files.atomic_write`): a temporary file in the same folder, flushed and fsynced,
 then ``os.replace``: a crash leaves either the old file or the new one, never half of one. A file that does not load raises
@@ -35,6 +36,7 @@ __all__ = [
     "atomic_write",  # kept importable from here: it was defined here before tmrl_core.files
     "auto_load_state_dict",
     "auto_state_dict",
+    "damaged",
     "load_state",
     "load_state_into",
     "load_weights",
@@ -47,7 +49,10 @@ __all__ = [
 ]
 
 FORMAT = "tmrl-state"
-FORMAT_VERSION = 1
+#: 2: the digest covers the metadata too (version 1 files, whose digest covered the tensors only, are refused)
+FORMAT_VERSION = 2
+#: skeletons nested deeper than this are refused (states nest a few levels; this bounds the recursion on load)
+MAX_SKELETON_DEPTH = 64
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
@@ -126,9 +131,12 @@ class _Flattener:
         )
 
 
-def _unflatten(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+def _unflatten(node: Any, tensors: Mapping[str, torch.Tensor], depth: int) -> Any:
+    if depth > MAX_SKELETON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_SKELETON_DEPTH}")
+    depth += 1
     if isinstance(node, list):
-        return [_unflatten(v, tensors) for v in node]
+        return [_unflatten(v, tensors, depth) for v in node]
     if not isinstance(node, dict):
         return node
     if "$tensor" in node:
@@ -136,22 +144,31 @@ def _unflatten(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     if "$ndarray" in node:
         return tensors[node["$ndarray"]].numpy()
     if "$scalar" in node:
-        return np.dtype(node["$scalar"]).type(node["v"])
+        dtype = np.dtype(node["$scalar"])
+        if dtype.kind not in "biuf":
+            raise ValueError(f"scalar of dtype {dtype}")
+        return dtype.type(node["v"])
     if "$bytes" in node:
-        return base64.b64decode(node["$bytes"])
+        return base64.b64decode(node["$bytes"], validate=True)
     if "$tuple" in node:
-        return tuple(_unflatten(v, tensors) for v in node["$tuple"])
+        return tuple(_unflatten(v, tensors, depth) for v in node["$tuple"])
     if "$items" in node:
-        return {_hashable(_unflatten(k, tensors)): _unflatten(v, tensors) for k, v in node["$items"]}
-    return {k: _unflatten(v, tensors) for k, v in node.items()}
+        return {_hashable(_unflatten(k, tensors, depth)): _unflatten(v, tensors, depth) for k, v in node["$items"]}
+    return {k: _unflatten(v, tensors, depth) for k, v in node.items()}
 
 
 def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+    key = tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+    hash(key)  # a dict or an array as a key: TypeError, reported as a bad structure
+    return key
 
 
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+def _digest(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """A digest of the whole file's content: every metadata entry but the digest itself (the JSON skeleton with the
+    counters, the kind, the version), then every tensor's name, dtype, shape and bytes."""
     h = hashlib.blake2b(digest_size=16)
+    fields = {k: v for k, v in metadata.items() if k != "digest"}
+    h.update(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
     for name in sorted(tensors):
         tensor = tensors[name]
         h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -176,8 +193,8 @@ def save_state(
         "version": str(FORMAT_VERSION),
         "kind": kind,
         "skeleton": json.dumps(skeleton, separators=(",", ":")),
-        "digest": _digest(flat.tensors),
     }
+    metadata["digest"] = _digest(flat.tensors, metadata)
     return atomic_write(path, lambda tmp: safetensors.torch.save_file(flat.tensors, tmp, metadata=metadata), fsync=fsync)
 
 
@@ -204,26 +221,29 @@ def load_state(path: str | os.PathLike[str], *, kind: str = "checkpoint") -> dic
     except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise _damaged(what, f"{type(exc).__name__}: {exc}") from None
-    if metadata.get("kind") != kind:
-        raise CheckpointError(f"{what} holds a {metadata.get('kind')!r}, not a {kind!r}")
+        raise damaged(what, f"{type(exc).__name__}: {exc}") from None
     if metadata.get("version") != str(FORMAT_VERSION):
         raise CheckpointError(
             f"{what} has format version {metadata.get('version')}, this tmrl-core reads version {FORMAT_VERSION}",
             hint="use the tmrl-core version that wrote it, or start the run afresh (--reset)",
         )
-    if _digest(tensors) != metadata.get("digest"):
-        raise _damaged(what, "its contents do not match their digest")
+    if _digest(tensors, metadata) != metadata.get("digest"):
+        raise damaged(what, "its contents do not match their digest")
+    if metadata.get("kind") != kind:
+        raise CheckpointError(f"{what} holds a {metadata.get('kind')!r}, not a {kind!r}")
     try:
         skeleton = json.loads(metadata["skeleton"])
-        return _unflatten(skeleton, tensors)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise _damaged(what, f"bad structure: {exc}") from None
+        return _unflatten(skeleton, tensors, 0)
+    except RecursionError:
+        raise damaged(what, "bad structure: nested too deeply") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise damaged(what, f"bad structure: {type(exc).__name__}: {exc}") from None
 
 
-def _damaged(what: str, detail: str) -> CheckpointError:
+def damaged(what: str, detail: str) -> CheckpointError:
+    """The one error for a file that cannot be trusted, whatever is wrong with it (``what``: which file)."""
     return CheckpointError(
-        f"{what} is corrupted or truncated ({detail})",
+        f"{what} is damaged: corrupted, truncated or edited ({detail})",
         hint="it was left untouched: move it away, or pass --reset to keep it aside and start afresh",
     )
 
@@ -254,7 +274,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise _damaged(f"weights file {path}", f"{type(exc).__name__}: {exc}") from None
+        raise damaged(f"weights file {path}", f"{type(exc).__name__}: {exc}") from None
 
 
 # -- RNG states ----------------------------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ class CheckpointError(TmrlError):
     """A checkpoint or weights file is missing, corrupted, truncated or incompatible."""
 
 
+class DamagedStateError(CheckpointError):
+    """A state read back from a file does not fit its schema (written wrong, or edited): never trusted."""
+
+
 class CodecError(TmrlError):
     """Bytes that do not decode under the wire format (never fatal for the receiver)."""
 

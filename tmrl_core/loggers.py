@@ -18,6 +18,7 @@ error of its plugin and disabled; the run and the other loggers go on.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tmrl_core.errors import ConfigError, MissingExtraError, PluginError
+from tmrl_core.files import atomic_write
+
+log = logging.getLogger("tmrl.metrics")
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -99,16 +103,58 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # -- jsonl -----------------------------------------------------------------------------------------------------------
 
 
+def _complete_rows(path: Path) -> int:
+    """Count the complete lines of ``path``, first cutting a last line without its newline (a killed write)."""
+    if not path.is_file():
+        return 0
+    rows = 0
+    end_of_last_row = 0
+    offset = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            rows += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last >= 0:
+                end_of_last_row = offset + last + 1
+            offset += len(chunk)
+    if end_of_last_row != offset:
+        log.warning("metrics: %s ended with a partial row (%d bytes); it was removed", path, offset - end_of_last_row)
+        os.truncate(path, end_of_last_row)
+    return rows
+
+
+
 class JsonlLogger:
-    """``<data>/runs/<run>/metrics.jsonl``: one JSON object per round, appended (a resumed run continues the file)."""
+    """``<data>/runs/<run>/metrics.jsonl``: one JSON object per round, appended (a resumed run continues the file:
+    the trainer first drops the rows logged after its checkpoint with :meth:`keep_rows`)."""
 
     def __init__(self, run: RunInfo, settings: Any = None) -> None:
         self.path = run.folder / METRICS_FILE
+        #: complete rows in the file (a partial last row, left by a kill during a write, is dropped first)
+        self.rows = _complete_rows(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def log(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(dict(record)) + "\n")
         self._file.flush()  # `tmrl runs`, `tmrl plot` and tests read it while the run goes on
+        self.rows += 1
+
+    def keep_rows(self, n: int) -> None:
+        """Drop the rows after the first ``n`` (a run resumed from a checkpoint written when there were ``n``: the
+        rounds after it run again and are logged again)."""
+        if self.rows <= n:
+            return
+        self._file.close()
+
+        def write(tmp: str) -> None:
+            with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                for _ in range(n):
+                    dst.write(src.readline())
+
+        atomic_write(self.path, write)
+        log.info("metrics: dropped %d rows logged after the checkpoint this run resumes from", self.rows - n)
+        self.rows = n
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         if not self._file.closed:

@@ -3,7 +3,8 @@ loggers chosen with ``--log`` / ``logging.loggers`` (tensorboard, wandb, a plugi
 
 Each record is one round's figures (losses from ``agent.train``, train/test returns and episode lengths reported by
 the workers, env steps, training steps, timings) plus ``time`` (Unix seconds). A resumed run appends to the same
-file.
+file, after dropping the rows logged after the checkpoint it resumes from (:meth:`MetricsLogger.keep_rows`): those
+rounds run again.
 """
 
 from __future__ import annotations
@@ -149,6 +150,22 @@ class MetricsLogger:
                 self._loggers[index][2].log(clean)
             except Exception as exc:  # noqa: BLE001 - a broken sink must not stop training
                 self._disable(index, "log", exc)
+
+    def _jsonl(self) -> Any:
+        return next((logger for name, _, logger in self._loggers if name == "jsonl"), None)
+
+    @property
+    def rows(self) -> int | None:
+        """Rows in ``metrics.jsonl`` so far (a checkpoint records it), or None without the jsonl logger."""
+        jsonl = self._jsonl()
+        return getattr(jsonl, "rows", None)
+
+    def keep_rows(self, n: int) -> None:
+        """Drop the rows of ``metrics.jsonl`` after the first ``n`` (see :meth:`JsonlLogger.keep_rows
+        <tmrl_core.loggers.JsonlLogger.keep_rows>`); the other loggers are not rewound."""
+        jsonl = self._jsonl()
+        if jsonl is not None and hasattr(jsonl, "keep_rows"):
+            jsonl.keep_rows(n)
 
     def close(self) -> None:
         """Close every logger; idempotent."""

@@ -25,13 +25,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from tmrl_core import checkpoint as ckpt
 from tmrl_core.buffer import Buffer
-from tmrl_core.errors import CheckpointError, TmrlError
+from tmrl_core.errors import CheckpointError, DamagedStateError, TmrlError
 from tmrl_core.files import remove_stale_temporaries
 
 log = logging.getLogger("tmrl.trainer")
@@ -335,13 +336,60 @@ class TorchTrainingOffline:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("epoch", "round", "total_updates", "total_samples", "env_steps", "episodes"):
-            setattr(self, key, int(state[key]))
-        ckpt.load_state_into(self.agent, state["agent"])
-        if state.get("memory") is not None:
-            self.memory.load_state_dict(state["memory"])
-        ckpt.set_rng_state(state["rng"])
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            DamagedStateError: the counters or the RNG states do not fit :class:`TrainingState` (the agent's and the
+                memory's own checks raise theirs).
+        """
+        try:
+            checked = TrainingState.model_validate(state)
+        except ValidationError as exc:
+            raise DamagedStateError(f"training state: {_first_error(exc)}") from None
+        ckpt.load_state_into(self.agent, checked.agent)
+        if checked.memory is not None:
+            self.memory.load_state_dict(checked.memory)
+        try:
+            ckpt.set_rng_state(checked.rng)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise DamagedStateError(f"training state: the RNG states do not load: {type(exc).__name__}: {exc}") from None
+        for key in TrainingState.COUNTERS:
+            setattr(self, key, getattr(checked, key))
         self._updates_at_last_send = -1
+
+
+class TrainingState(BaseModel):
+    """The schema of :meth:`TorchTrainingOffline.state_dict` as read back from a checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    COUNTERS: ClassVar[tuple[str, ...]] = ("epoch", "round", "total_updates", "total_samples", "env_steps", "episodes")
+
+    epoch: NonNegativeInt
+    round: NonNegativeInt
+    total_updates: NonNegativeInt
+    total_samples: NonNegativeInt
+    env_steps: NonNegativeInt
+    episodes: NonNegativeInt
+    agent: dict[str, Any]
+    rng: dict[str, Any]
+    memory: dict[str, Any] | None = None
+
+
+class CheckpointFile(BaseModel):
+    """The schema of the top level of a :class:`Trainer` checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    meta: dict[str, str | int | float | bool | None]
+    training: dict[str, Any]
+    #: rows of ``metrics.jsonl`` written when the checkpoint was; a resumed run drops the rows after them
+    metrics_rows: NonNegativeInt | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "top level"
+    return f"{where}: {error['msg']}"
 
 
 # -- the Trainer ------------------------------------------------------------------------------------------------------
@@ -410,6 +458,7 @@ class Trainer:
         kwargs = {"settings": settings} if _accepts(training_cls, "settings") else {}
         self.training = training_cls(**kwargs)
         self._remove_stale_temporaries()
+        self._metrics_rows: int | None = None
         self.resumed = self._resume()
         self._saved_at = self._progress() if self.resumed else None
 
@@ -419,6 +468,8 @@ class Trainer:
 
             metrics = MetricsLogger(self.run_name, settings=settings)
         self.metrics = metrics
+        if self._metrics_rows is not None and callable(getattr(metrics, "keep_rows", None)):
+            metrics.keep_rows(self._metrics_rows)  # the rounds after the checkpoint run again: no duplicate rows
 
         self.endpoint = None
         if transport is not False:
@@ -457,21 +508,30 @@ class Trainer:
             else:
                 self.training = loaded
             return True
-        state = ckpt.load_state(path, kind="checkpoint")
-        saved_meta = state.get("meta", {})
+        raw = ckpt.load_state(path, kind="checkpoint")
+        try:
+            state = CheckpointFile.model_validate(raw)
+        except ValidationError as exc:
+            raise ckpt.damaged(f"checkpoint {path}", _first_error(exc)) from None
         for key, value in self.meta.items():
-            if key in saved_meta and saved_meta[key] != value:
+            if key in state.meta and state.meta[key] != value:
                 raise CheckpointError(
-                    f"checkpoint {path} was written with {key}={saved_meta[key]!r}, not {value!r}",
+                    f"checkpoint {path} was written with {key}={state.meta[key]!r}, not {value!r}",
                     hint="use another --run-name, or --reset to keep the old checkpoint aside and start afresh",
                 )
         try:
-            self.training.load_state_dict(state["training"])
+            self.training.load_state_dict(state.training)
+        except DamagedStateError as exc:
+            # the file's digest matched, so this is a file written wrong or crafted: the same "damaged" error
+            raise ckpt.damaged(f"checkpoint {path}", exc.message) from None
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc.message}", hint=exc.hint) from None
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this training setup: {type(exc).__name__}: {exc}",
                 hint="use another --run-name, or --reset to keep the old checkpoint aside and start afresh",
             ) from exc
+        self._metrics_rows = state.metrics_rows
         log.info(
             "trainer: resumed %s at epoch %d round %d (%d env steps, %d transitions in memory)",
             self.run_name,
@@ -495,7 +555,11 @@ class Trainer:
                 self.dump_run_instance_fn(self.training, str(self.checkpoint_path))
             else:
                 keep = self.settings.checkpoint.keep_memory
-                ckpt.save_state(self.checkpoint_path, {"meta": self.meta, "training": self.training.state_dict(keep)})
+                state = {"meta": self.meta, "training": self.training.state_dict(keep)}
+                rows = getattr(self.metrics, "rows", None)
+                if isinstance(rows, int):
+                    state["metrics_rows"] = rows
+                ckpt.save_state(self.checkpoint_path, state)
         self.save_weights()
         log.info("trainer: checkpoint written in %.2f s", time.perf_counter() - t0)
 

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
 from tmrl_core import codec
-from tmrl_core.errors import CheckpointError, CodecError
+from tmrl_core.errors import CheckpointError, CodecError, DamagedStateError
 from tmrl_core.memory.storage import RingStorage
 
 STATE_FORMAT = "tmrl-ring-memory"
@@ -115,7 +115,8 @@ def load_ring_state(memory: Persistable, state: dict[str, Any]) -> None:
     the newest samples that fit are kept). On any error the memory is left as it was.
 
     Raises:
-        CheckpointError: the state is not a RingMemory state, does not fit this memory, or is damaged.
+        CheckpointError: the state is not a RingMemory state or does not fit this memory (another act_buf_len).
+        DamagedStateError: the state does not fit its schema (a file written wrong, or edited).
     """
     check_state_format(state)
     try:
@@ -156,9 +157,9 @@ def load_ring_state(memory: Persistable, state: dict[str, Any]) -> None:
         setattr(memory, name, getattr(meta.stats, name))
 
 
-def _damaged(detail: str) -> CheckpointError:
-    return CheckpointError(
-        f"the saved replay memory is damaged ({detail})",
+def _damaged(detail: str) -> DamagedStateError:
+    return DamagedStateError(
+        f"replay memory state: {detail}",
         hint="it was left untouched: move it away, or pass --reset to keep it aside and start afresh",
     )
 
