@@ -218,6 +218,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_exactly(tmrl_home: Path, 
         if first.poll() is None:
             first.kill()
     assert leftover.exists() and leftover.name.endswith(".tmp")
+    left_by_the_kill = temporaries_of(checkpoint) + temporaries_of(weights)
     wait_until(lambda: not processes_of(tmrl_home), 20, "the killed run's workers to end (parent-death signal)")
     saved_file = load_state(checkpoint)  # the previous checkpoint, whole: the write was atomic
     saved = saved_file["training"]
@@ -228,7 +229,8 @@ def test_sigkill_during_a_checkpoint_write_then_resume_exactly(tmrl_home: Path, 
     second = start(tmrl_home, *args)
     try:
         wait_until(lambda: len(metrics(tmrl_home, "killw")) > rows_at_checkpoint + 1, 300, "two rounds after resuming")
-        assert not temporaries_of(checkpoint) and not temporaries_of(weights)  # removed at start
+        # removed at start (the new run writes temporaries of its own, with other random names, at every epoch end)
+        assert not any(tmp.exists() for tmp in left_by_the_kill), left_by_the_kill
         second.send_signal(signal.SIGINT)
         out, err = second.communicate(timeout=60)
     finally:
@@ -288,7 +290,6 @@ def test_memory_stays_flat_after_the_replay_memory_fills(tmrl_home: Path, no_lef
     assert proc.returncode == 0, (out, err)
     records = metrics(tmrl_home, "flat")
     assert max(r["memory_len"] for r in records) <= size
-    # ~2,900 more samples went through a memory of 300: kept, they would be each ~100 bytes of arrays plus an info
-    # dict; the bound allows allocator noise, not growth with the samples received
-    print("RSS_FLAT", at_fill, later)
-    assert later - at_fill < 24 * 1024, (at_fill, later)
+    # ~2,900 more samples went through a memory of 300 (measured: +0.4 MiB); the bound allows allocator noise, and
+    # catches anything that keeps a few KiB per received sample (a buffer, a queue, a metrics history per step)
+    assert later - at_fill < 8 * 1024, (at_fill, later)
