@@ -217,7 +217,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     for (kind, name), style in zip(
         [(k, m) for k in ("tm-full", "pendulum") for m in ("ring", "generic")], ("o-", "s--", "^-", "v--"), strict=True
     ):
-        pts = [r for r in rows if r["kind"] == kind and r["memory"] == name and "rss_growth" in r]
+        pts = [r for r in rows if r["kind"] == kind and r["memory"] == name and "rss_growth" in r
+               and not r.get("extrapolated")]  # fmt: skip
         if not pts:
             continue
         x = [r["size"] for r in pts]

@@ -28,6 +28,21 @@ def ring_segments(start: int, n: int, capacity: int) -> list[tuple[int, int, int
     return pieces
 
 
+def ring_read(array: np.ndarray, start: int, n: int) -> np.ndarray:
+    """A copy of the ``n`` rows at absolute positions ``start, start + 1, ...`` of a ring (slot ``p % len(array)``),
+    oldest first: one or two slice copies (``n <= len(array)``)."""
+    pieces = [array[lo:hi] for lo, hi, _ in ring_segments(start, n, len(array))]
+    if len(pieces) == 1:
+        return pieces[0].copy()
+    return np.concatenate(pieces) if pieces else array[:0].copy()
+
+
+def ring_write(array: np.ndarray, start: int, block: np.ndarray) -> None:
+    """Write ``block``'s rows at absolute positions ``start, start + 1, ...`` of a ring (``len(block) <= len(array)``)."""
+    for lo, hi, src in ring_segments(start, len(block), len(array)):
+        array[lo:hi] = block[src : src + hi - lo]
+
+
 class RowStore:
     """Rows of one shape and dtype at absolute positions; grows when live rows would be overwritten.
 
@@ -69,7 +84,7 @@ class RowStore:
 
     def export(self, first: int) -> np.ndarray:
         """A copy of the rows from position ``first`` to ``head``."""
-        return self.rows[np.arange(first, self.head) % self.capacity]
+        return ring_read(self.rows, first, self.head - first)
 
     def state_dict(self, first: int) -> dict[str, Any]:
         """The rows from ``first`` on, with the counters to put them back."""
@@ -84,7 +99,7 @@ class RowStore:
         self.row_shape, self.dtype = tuple(rows.shape[1:]), rows.dtype
         self.capacity = max(self.capacity, len(rows) + spare)
         self.rows = np.empty((self.capacity, *self.row_shape), dtype=self.dtype)
-        self.rows[np.arange(first, head) % self.capacity] = rows
+        ring_write(self.rows, first, rows)
         self.head = head
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from tmrl_core.compression import HistoryCompressor, HistoryLayout, is_history_compressed
 from tmrl_core.errors import ConfigError
-from tmrl_core.memory.rows import History, ring_segments
+from tmrl_core.memory.rows import History, ring_read, ring_segments, ring_write
 from tmrl_core.memory.structure import assemble, check_structure, flatten, flatten_values
 
 logger = logging.getLogger("tmrl_core.memory.ring")
@@ -389,25 +389,25 @@ class RingStorage:
             return state
         meta["structure"] = self.structure
         meta["hist_lengths"] = list(self.hist_lengths)
-        slots = np.arange(self._tail, self._head) % self.capacity
+        tail, n = self._tail, self._head - self._tail
         arrays: dict[str, np.ndarray] = state["arrays"]
         for j, column in enumerate(self.leaves):
-            arrays[f"leaf.{j}"] = column[slots]
-        arrays["act"] = self.act[slots]
-        arrays["rew"] = self.rew[slots]
-        arrays["first"] = self.first[slots]
-        arrays["terminated"] = self.terminated[slots] > 0
-        arrays["truncated"] = self.truncated[slots] > 0
+            arrays[f"leaf.{j}"] = ring_read(column, tail, n)
+        arrays["act"] = ring_read(self.act, tail, n)
+        arrays["rew"] = ring_read(self.rew, tail, n)
+        arrays["first"] = ring_read(self.first, tail, n)
+        arrays["terminated"] = ring_read(self.terminated, tail, n) > 0
+        arrays["truncated"] = ring_read(self.truncated, tail, n) > 0
         meta["hist"] = []
         tail_slot = self._tail % self.capacity
         for h, hist in enumerate(self.histories):
             first_row = hist.store.head if self._head == self._tail else hist.oldest_row(tail_slot)
             rows = hist.store.state_dict(first_row)
             meta["hist"].append({"first_row": rows["first_row"], "head": rows["head"]})
-            arrays[f"hist.{h}.newest"] = hist.newest[slots]
-            arrays[f"hist.{h}.floor"] = hist.floor[slots]
+            arrays[f"hist.{h}.newest"] = ring_read(hist.newest, tail, n)
+            arrays[f"hist.{h}.floor"] = ring_read(hist.floor, tail, n)
             arrays[f"hist.{h}.rows"] = rows["rows"]
-        infos = self.info[slots]
+        infos = ring_read(self.info, tail, n)
         if any(info is not None for info in infos):
             state["infos"] = list(infos)
         return state
@@ -481,28 +481,28 @@ class RingStorage:
             raise ValueError("the saved memory's info dicts do not have one entry per stored sample")
 
         # everything read and checked: replace the contents
-        slots = np.arange(tail, head) % c
         self.structure, self.hist_lengths = structure, hist_lengths
         self.leaves = []
         for leaf in leaves:
             column = np.empty((c, *leaf.shape[1:]), dtype=leaf.dtype)
-            column[slots] = leaf
+            ring_write(column, tail, leaf)
             self.leaves.append(column)
         self.act = np.empty((c, *columns["act"].shape[1:]), dtype=columns["act"].dtype)
-        self.act[slots] = columns["act"]
+        ring_write(self.act, tail, columns["act"])
         self.first = np.zeros(c, dtype=bool)
-        self.first[slots] = columns["first"]
+        ring_write(self.first, tail, columns["first"])
         self._set_scalars(np.zeros((c, 3), dtype=np.float32))
         for name in ("rew", "terminated", "truncated"):
-            getattr(self, name)[slots] = columns[name]
+            ring_write(getattr(self, name), tail, columns[name])
         self.info = np.full(c, None, dtype=object)
         if infos is not None:
-            for slot, info in zip(slots, infos[skip:], strict=True):
-                self.info[slot] = info
+            saved_infos = np.empty(n_samples, dtype=object)
+            saved_infos[:] = [info if info else None for info in infos[skip:]]
+            ring_write(self.info, tail, saved_infos)
         self.histories = []
         for hist, newest, floor in histories:
-            hist.newest[slots] = newest
-            hist.floor[slots] = floor
+            ring_write(hist.newest, tail, newest)
+            ring_write(hist.floor, tail, floor)
             self.histories.append(hist)
         self._floors = floors
         self.episode_open = bool(meta["episode_open"])
