@@ -225,8 +225,9 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         axes[0].plot(x, [r["rss_growth"] / 2**20 for r in pts], style, label=f"{kind} {name}")
         axes[1].plot(x, [r["batch_ms"] for r in pts], style, label=f"{kind} {name}")
         if name == "ring":
-            axes[2].plot([r["file_bytes"] / 2**20 for r in pts], [r["write_s"] for r in pts], style, label=f"{kind} write")
-            axes[2].plot([r["file_bytes"] / 2**20 for r in pts], [r["resume_s"] for r in pts], ":", label=f"{kind} resume")
+            mib = [r["file_bytes"] / 2**20 for r in pts]
+            axes[2].plot(mib, [r["write_s"] for r in pts], style, label=f"{kind} write")
+            axes[2].plot(mib, [r["resume_s"] for r in pts], ":", label=f"{kind} resume")
     for ax, title, ylabel in zip(
         axes,
         ("RSS growth", f"one batch of {BATCH}", "checkpoint"),

@@ -241,7 +241,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_exactly(tmrl_home: Path, 
     assert resumed, out
     assert tuple(map(int, resumed.groups())) == (saved["epoch"], saved["round"], saved["env_steps"])
     after = metrics(tmrl_home, "killw")
-    assert after[:rows_at_checkpoint] == logged_before[:rows_at_checkpoint]  # the rows before the checkpoint, as they were
+    assert after[:rows_at_checkpoint] == logged_before[:rows_at_checkpoint]  # the rows before the checkpoint, kept
     first_new = after[rows_at_checkpoint]
     assert (first_new["epoch"], first_new["round"]) == (saved["epoch"], saved["round"])  # continues where it saved
     assert first_new["training_steps"] > saved["total_updates"]

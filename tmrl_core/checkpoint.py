@@ -8,7 +8,8 @@ metadata, next to a digest of the whole content (the metadata and every tensor's
 edit anywhere is detected on load.
 
 Writing is atomic (:func:`tmrl_core.files.atomic_write`): a temporary file in the same folder, flushed and fsynced,
-then ``os.replace``: a crash leaves either the old file or the new one, never half of one. A file that does not load raises
+then ``os.replace``: a crash leaves either the old file or the new one, never half of one. A file that does not load
+raises
 :class:`~tmrl_core.errors.CheckpointError` with a clear message; nothing here overwrites or deletes it
 (:func:`quarantine` moves it aside when the user asks for a fresh start).
 
@@ -101,7 +102,8 @@ class _Flattener:
             return {"$tensor": self._store(obj, where)}
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject or obj.dtype.kind not in "biuf":
-                raise CheckpointError(f"cannot save {where or 'the state'}: arrays of dtype {obj.dtype} are not supported")
+                what = where or "the state"
+                raise CheckpointError(f"cannot save {what}: arrays of dtype {obj.dtype} are not supported")
             array = np.ascontiguousarray(obj.astype(obj.dtype.newbyteorder("="), copy=False))
             return {"$ndarray": self._store(torch.from_numpy(array), where)}
         if isinstance(obj, np.generic):
@@ -195,7 +197,8 @@ def save_state(
         "skeleton": json.dumps(skeleton, separators=(",", ":")),
     }
     metadata["digest"] = _digest(flat.tensors, metadata)
-    return atomic_write(path, lambda tmp: safetensors.torch.save_file(flat.tensors, tmp, metadata=metadata), fsync=fsync)
+    tensors = flat.tensors
+    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
 
 
 def load_state(path: str | os.PathLike[str], *, kind: str = "checkpoint") -> dict[str, Any]:

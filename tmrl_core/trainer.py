@@ -352,7 +352,8 @@ class TorchTrainingOffline:
         try:
             ckpt.set_rng_state(checked.rng)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise DamagedStateError(f"training state: the RNG states do not load: {type(exc).__name__}: {exc}") from None
+            what = f"{type(exc).__name__}: {exc}"
+            raise DamagedStateError(f"training state: the RNG states do not load: {what}") from None
         for key in TrainingState.COUNTERS:
             setattr(self, key, getattr(checked, key))
         self._updates_at_last_send = -1

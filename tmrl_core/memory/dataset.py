@@ -132,7 +132,9 @@ def storage_arrays(storage: RingStorage) -> dict[str, np.ndarray]:
     reset = storage.first[slots].copy()
     reset[0] = True  # the oldest stored sample has no predecessor left
     arrays = {
-        "meta": _meta_array({"format": DATASET_FORMAT, "version": DATASET_VERSION, "samples": n, "structure": structure}),
+        "meta": _meta_array(
+            {"format": DATASET_FORMAT, "version": DATASET_VERSION, "samples": n, "structure": structure}
+        ),
         "act": storage.act[slots],
         "rew": storage.rew[slots],
         "terminated": storage.terminated[slots] > 0,

@@ -38,7 +38,8 @@ def ring_read(array: np.ndarray, start: int, n: int) -> np.ndarray:
 
 
 def ring_write(array: np.ndarray, start: int, block: np.ndarray) -> None:
-    """Write ``block``'s rows at absolute positions ``start, start + 1, ...`` of a ring (``len(block) <= len(array)``)."""
+    """Write ``block``'s rows at absolute positions ``start, start + 1, ...`` of a ring
+    (``len(block) <= len(array)``)."""
     for lo, hi, src in ring_segments(start, len(block), len(array)):
         array[lo:hi] = block[src : src + hi - lo]
 

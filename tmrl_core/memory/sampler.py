@@ -1,4 +1,4 @@
-"""``PrefetchSampler``: batches drawn from a memory, the next one gathered in a background thread (a part of RingMemory).
+"""``PrefetchSampler``: batches drawn from a memory, the next one gathered in a background thread (part of RingMemory).
 
 It knows nothing of the storage: ``draw()`` picks what the next batch holds (e.g. transition positions, using
 ``rng``) and ``make_batch(drawn)`` gathers it. With ``prefetch=True`` the next batch is gathered while the caller
