@@ -103,16 +103,26 @@ def test_plugins_json(run_tmrl) -> None:
         ("command", "example"),
     }
     assert plugins["broken"]["error"].startswith("ImportError: ")
-    assert [c for c in plugins["duplicate"]["components"] if c["name"] == "pendulum"][0]["duplicate"] is True
-    assert report["duplicates"] == [
-        "env 'pendulum' is registered more than once: by plugin 'tmrl-core' and by plugin 'duplicate'"
-    ]
+    # a third party cannot take a name of the core: the core keeps it, the newcomer is refused by name with why
+    [pendulum] = [c for c in plugins["duplicate"]["components"] if c["name"] == "pendulum"]
+    assert pendulum["refused"] is True and pendulum["duplicate"] is False
+    assert report["duplicates"] == []
+    refusal = "env 'pendulum' of plugin 'duplicate' refused: the name belongs to plugin 'tmrl-core' (tmrl-core)"
+    assert any(f["plugin"] == "duplicate" and f["error"].startswith(refusal) for f in report["failures"])
     stages = {(f["plugin"], f["stage"]) for f in report["failures"]}
     assert {
+        ("duplicate", "register"),
         ("broken", "import"),
         ("duplicate", "command 'config'"),
         ("duplicate", "command 'duplicate-missing'"),
     } <= stages
+
+
+def test_plugins_shows_a_refused_component_and_why(run_tmrl) -> None:
+    result = run_tmrl("plugins", env={"TESTS_DUPLICATE_PLUGIN": "1", "COLUMNS": "250"})
+    assert result.returncode == 0, result
+    assert "pendulum (refused)" in result.stdout
+    assert "duplicate (register): env 'pendulum' of plugin 'duplicate' refused: the name belongs to plugin" in result.stdout
 
 
 def test_a_plugin_command_group_that_fails_to_load(run_tmrl) -> None:

@@ -141,11 +141,33 @@ def test_duplicate_names_fail_naming_both_plugins_and_only_that_name(plugin_mana
     assert {spec.plugin for spec in manager.registry("env").conflicts()["twin"]} == {"first", "second"}
 
 
-def test_duplicate_with_a_builtin_names_the_core(plugin_manager) -> None:
-    manager = plugin_manager(("mine", _env_plugin("pendulum")))
-    with pytest.raises(DuplicateComponentError, match="by plugin 'tmrl-core' and by plugin 'mine'"):
-        manager.get("env", "pendulum")
-    assert manager.get("env", "rc-drone").plugin == "tmrl-core"
+def test_a_third_party_cannot_take_a_core_name(plugin_manager) -> None:
+    manager = plugin_manager(("mine", _env_plugin("pendulum")), ("other", _env_plugin("own-name")))
+    assert manager.get("env", "pendulum").plugin == "tmrl-core"  # the earlier owner keeps it
+    assert manager.duplicates() == []
+    [refused] = manager.refused
+    assert (refused.spec.plugin, refused.owner.plugin) == ("mine", "tmrl-core")
+    assert refused.reason == (
+        "env 'pendulum' of plugin 'mine' refused: the name belongs to plugin 'tmrl-core' (tmrl-core), which keeps it;"
+        " rename the component in plugin 'mine'"
+    )
+    assert [(f.plugin, f.stage, f.error) for f in manager.failures] == [("mine", "register", refused.reason)]
+    assert manager.get("env", "own-name").plugin == "other"
+    assert {spec.name for spec in manager.components_of("mine")} == {"pendulum"}  # listed, as refused
+    manager.add_plugin(_env_plugin("later"), name="later")  # registries are rebuilt: reported once
+    assert manager.get("env", "pendulum").plugin == "tmrl-core" and len(manager.refused) == 1
+
+
+def test_a_third_party_cannot_take_a_first_party_plugin_name(plugin_manager) -> None:
+    class FakeSac:
+        @hookimpl
+        def tmrl_register_agents(self, register: Callable[[AgentSpec], None]) -> None:
+            register(AgentSpec(name="sac", factory="x:y"))
+
+    manager = plugin_manager(FakeSac(), entry_points=True)
+    spec = manager.get("agent", "sac")
+    assert spec.plugin == "sac" and manager.infos[spec.plugin].distribution == "tmrl-sac"
+    assert [r.spec.plugin for r in manager.refused] == ["FakeSac"]
 
 
 def test_three_registrations_name_all_three(plugin_manager) -> None:
@@ -209,9 +231,20 @@ def test_a_hook_with_a_wrong_argument_name_is_refused(plugin_manager) -> None:
         def tmrl_register_envs(self, callback: Callable[[EnvSpec], None]) -> None:
             callback(EnvSpec(name="bad", factory="x:y"))
 
-    manager = plugin_manager(BadArgs())
-    [failure] = manager.failures
-    assert failure.stage == "validate" and "PluginValidationError" in failure.error
+    class Misspelt:
+        @hookimpl
+        def tmrl_register_agents(self, registr: Callable[[EnvSpec], None]) -> None:
+            pass
+
+    manager = plugin_manager(BadArgs(), Misspelt())
+    bad, misspelt = manager.failures
+    assert bad.stage == "validate" and bad.plugin == "BadArgs"
+    assert bad.error == "hook 'tmrl_register_envs' takes argument 'callback', which the hook does not pass; it passes: register"
+    assert misspelt.error == (
+        "hook 'tmrl_register_agents' takes argument 'registr', which the hook does not pass (did you mean 'register'?);"
+        " it passes: register"
+    )
+    assert manager.infos["Misspelt"].error == misspelt.error  # what `tmrl plugins` shows
     assert manager.get("env", "pendulum").plugin == "tmrl-core"
 
 
@@ -348,13 +381,12 @@ def test_a_plugin_that_fails_to_import_is_reported_by_name(tmrl_home: Path) -> N
     assert manager.get("agent", "sac").plugin == "sac"
 
 
-def test_a_duplicate_from_an_installed_plugin(tmrl_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_installed_third_party_cannot_take_a_core_name(tmrl_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert PluginManager().get("env", "pendulum").plugin == "tmrl-core"  # inactive: the name is not taken twice
     monkeypatch.setenv("TESTS_DUPLICATE_PLUGIN", "1")
     manager = PluginManager()
-    with pytest.raises(DuplicateComponentError) as info:
-        manager.get("env", "pendulum")
-    assert "by plugin 'tmrl-core' and by plugin 'duplicate'" in info.value.message
+    assert manager.get("env", "pendulum").plugin == "tmrl-core"  # the installed third party's pendulum is refused
+    assert [(r.spec.plugin, r.spec.name) for r in manager.refused] == [("duplicate", "pendulum")]
     assert manager.get("compressor", "duplicate-passthrough").plugin == "duplicate"
     assert manager.get("env", "rc-drone").plugin == "tmrl-core"
     assert manager.get("env", "example-env").plugin == "example"

@@ -161,6 +161,23 @@ def test_a_damaged_checkpoint_is_refused_and_kept(run_tmrl, tmrl_home: Path, no_
 
 
 @pytest.mark.slow
+def test_run_warns_about_a_refused_third_party_name_and_uses_the_core_one(
+    run_tmrl, tmrl_home: Path, no_leftovers
+) -> None:
+    # tmrl-duplicate registers env 'pendulum' with a factory that does not exist: the run can only work with the core's
+    result = run_tmrl(
+        "run", "--env", "pendulum", "--algo", "sac", "--env-steps", "200", "--run-name", "refused", *FAST,
+        "--set", "training.start_training=100",
+        env={"TESTS_DUPLICATE_PLUGIN": "1"}, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    assert "warning: env 'pendulum' of plugin 'duplicate' refused: the name belongs to plugin 'tmrl-core'" in (
+        " ".join(result.stdout.split())
+    )
+    assert metrics(tmrl_home, "refused")[-1]["env_steps"] >= 200
+
+
+@pytest.mark.slow
 def test_rc_drone_runs_and_ends_by_itself(run_tmrl, tmrl_home: Path, no_leftovers) -> None:
     result = run_tmrl(
         "run", "--env", "rc-drone", "--algo", "sac", "--env-steps", "300", "--run-name", "drone", *FAST,

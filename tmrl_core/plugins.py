@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.metadata as metadata
+import inspect
 import os
 import threading
 import traceback
@@ -74,6 +75,15 @@ class PluginFailure:
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} failed ({self.stage}): {self.error}"
+
+
+@dataclass
+class RefusedComponent:
+    """A third-party component not registered: a core or first-party plugin already owns its name."""
+
+    spec: ComponentSpec
+    owner: ComponentSpec
+    reason: str
 
 
 class Registry(Generic[S]):
@@ -178,6 +188,8 @@ class PluginManager:
         self._pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        #: third-party components refused because a core or first-party plugin owns their name
+        self.refused: list[RefusedComponent] = []
         self._registries: dict[str, Registry[Any]] = {}
         self._lock = threading.RLock()
         self._disabled = {_canonical(name) for name in _env_list(DISABLE_ENV)}
@@ -258,7 +270,7 @@ class PluginManager:
         try:
             self._pm.register(obj, name=name)
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors, bad hook signatures
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = self._argument_error(obj) or f"{type(exc).__name__}: {exc}"
             self.failures.append(PluginFailure(name, "validate", info.error, traceback.format_exc()))
             return
         # An implementation of a hook that does not exist is almost always a typo: refuse the plugin.
@@ -274,6 +286,28 @@ class PluginManager:
                 )
                 self.failures.append(PluginFailure(name, "validate", info.error))
                 return
+
+    def _argument_error(self, obj: Any) -> str | None:
+        """The friendly form of pluggy's refusal of a hook implementation whose arguments the hook does not pass."""
+        for attr in dir(obj):
+            caller = getattr(self._pm.hook, attr, None) if attr.startswith("tmrl_") else None
+            function = getattr(obj, attr, None)
+            if caller is None or not caller.has_spec() or not callable(function):
+                continue
+            try:
+                params = list(inspect.signature(function).parameters)
+            except (TypeError, ValueError):
+                continue
+            expected = list(caller.spec.argnames)
+            unknown = [name for name in params if name not in expected and name != "self"]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], expected, n=1)
+                return (
+                    f"hook {attr!r} takes argument {unknown[0]!r}, which the hook does not pass"
+                    + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + f"; it passes: {', '.join(expected)}"
+                )
+        return None
 
     # -- registries ----------------------------------------------------------------------------------------------
     def registry(self, kind: str) -> Registry[Any]:
@@ -296,7 +330,10 @@ class PluginManager:
         hook_name = HOOK_NAMES[kind]
         hook = getattr(self._pm.hook, hook_name)
         # get_hookimpls() is in registration order: the core first, then entry points by name, then in-process ones.
-        for impl in hook.get_hookimpls():
+        # The core and the first-party plugins go first whatever their names, so that they own their names: a third
+        # party registering one of them is refused (below), never the other way round.
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: not self._trusted(impl.plugin_name))
+        for impl in impls:
             plugin = impl.plugin_name
             pending: list[Any] = []
 
@@ -320,11 +357,38 @@ class PluginManager:
                     info.error = f"{hook_name} raised {error}"
                 continue
             for spec in pending:
+                owner = self._owner(registry, spec.name)
+                if owner is not None and self._trusted(owner.plugin) and not self._trusted(plugin):
+                    self._refuse(spec, owner)
+                    continue
                 try:
                     registry.add(spec)
                 except DuplicateComponentError:
                     pass  # remembered by the registry; fails when the name is requested
         return registry
+
+    def _trusted(self, plugin: str) -> bool:
+        """The core and first-party plugins: their names cannot be taken over by a third party."""
+        info = self.infos.get(plugin)
+        return info is not None and info.first_party
+
+    @staticmethod
+    def _owner(registry: Registry[Any], name: str) -> Any | None:
+        if name not in registry or name in registry.conflicts():
+            return None
+        return registry.get(name)
+
+    def _refuse(self, spec: ComponentSpec, owner: ComponentSpec) -> None:
+        owner_info = self.infos.get(owner.plugin)
+        owner_dist = f" ({owner_info.distribution})" if owner_info is not None else ""
+        reason = (
+            f"{spec.kind} {spec.name!r} of plugin {spec.plugin!r} refused: the name belongs to plugin "
+            f"{owner.plugin!r}{owner_dist}, which keeps it; rename the component in plugin {spec.plugin!r}"
+        )
+        if any(r.reason == reason for r in self.refused):
+            return  # collected again (a registry is rebuilt when a plugin is added)
+        self.refused.append(RefusedComponent(spec, owner, reason))
+        self.failures.append(PluginFailure(spec.plugin, "register", reason))
 
     def get(self, kind: str, name: str) -> Any:
         """The spec of ``kind`` named ``name``.
@@ -349,8 +413,9 @@ class PluginManager:
         return errors
 
     def components_of(self, plugin: str) -> list[ComponentSpec]:
-        """Every component registered by ``plugin``, all kinds (refused duplicates included)."""
-        return [spec for kind in HOOK_NAMES for spec in self.registry(kind).all_specs() if spec.plugin == plugin]
+        """Every component registered by ``plugin``, all kinds (refused duplicates and refused names included)."""
+        specs = [spec for kind in HOOK_NAMES for spec in self.registry(kind).all_specs() if spec.plugin == plugin]
+        return specs + [r.spec for r in self.refused if r.spec.plugin == plugin]
 
     def settings_sections(self) -> dict[str, list[ComponentSpec]]:
         """Settings section name -> the components (of any kind) that bring a settings model for it."""

@@ -36,6 +36,7 @@ def plugin_report(manager: Any) -> dict[str, Any]:
     manager.collect_all()  # runs every hook, so that hook failures and duplicates are known below
     duplicates = manager.duplicates()
     conflicted = {(kind, name) for kind in HOOK_NAMES for name in manager.registry(kind).conflicts()}
+    refused = {(r.spec.kind, r.spec.name, r.spec.plugin) for r in manager.refused}
     order = {kind: i for i, kind in enumerate(HOOK_NAMES)}
     rows = []
     for info in manager.infos.values():
@@ -55,6 +56,7 @@ def plugin_report(manager: Any) -> dict[str, Any]:
                         "name": spec.name,
                         "description": spec.description,
                         "duplicate": (spec.kind, spec.name) in conflicted,
+                        "refused": (spec.kind, spec.name, spec.plugin) in refused,
                     }
                     for spec in specs
                 ],
@@ -86,7 +88,7 @@ def _print_report(report: dict[str, Any]) -> None:
         if row["components"]:
             table = Table(show_header=False, box=None, padding=(0, 2), pad_edge=True)
             for comp in row["components"]:
-                name = comp["name"] + (" (duplicate)" if comp["duplicate"] else "")
+                name = comp["name"] + (" (refused)" if comp["refused"] else " (duplicate)" if comp["duplicate"] else "")
                 table.add_row(f"  {comp['kind']}", escape(name), escape(comp["description"]))
             console.print(table)
     problems = [f"{f['plugin']} ({f['stage']}): {f['error']}" for f in report["failures"]]

@@ -72,6 +72,7 @@ def run(
     }
     p = prepare(env, algo, overrides=overrides, sets=sets)
     console = Console(stderr=False)
+    _warn_refused(console)
     display = ProgressDisplay(console, p, workers or p.settings.worker.count)
     t0 = time.monotonic()
 
@@ -228,3 +229,17 @@ class ProgressDisplay:
         if r:
             table.add_row("waiting for samples", f"{self._fmt(r.get('idle_time'), '.2f')} s this round")
         return table
+
+
+def _warn_refused(console: Any) -> None:
+    """Third-party components refused because the core or a first-party plugin owns their name: say so before
+    running, since the user may have expected the third party's (``tmrl plugins`` lists them too)."""
+    from rich.markup import escape
+
+    from tmrl_core.plugins import get_plugin_manager
+
+    manager = get_plugin_manager()
+    manager.collect_all()
+    for refused in manager.refused:
+        console.print(f"[yellow]warning:[/yellow] {escape(refused.reason)}", highlight=False)
+
