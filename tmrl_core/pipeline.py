@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -135,9 +136,22 @@ class Pipeline:
         )
 
     @property
+    def steps_per_model(self) -> int:
+        """Env steps a worker collects per received model, 0 for no bound: ``worker.max_env_steps_per_model``, or,
+        with ``training.when_behind = "wait"``, the env steps that ``training.update_model_interval`` training steps
+        stand for at ``training.max_training_steps_per_env_step`` (workers then wait between episodes for training
+        to catch up, which keeps the update-to-data ratio at its target on any hardware)."""
+        ws, ts = self.settings.worker, self.settings.training
+        if ws.max_env_steps_per_model > 0:
+            return int(ws.max_env_steps_per_model)
+        if ts.when_behind == "wait":
+            return max(1, math.ceil(ts.update_model_interval / ts.max_training_steps_per_env_step))
+        return 0
+
+    @property
     def synchronous(self) -> bool:
-        """Workers bound their env steps per received model (``worker.max_env_steps_per_model > 0``)."""
-        return self.settings.worker.max_env_steps_per_model > 0
+        """Workers bound their env steps per received model (:attr:`steps_per_model` > 0)."""
+        return self.steps_per_model > 0
 
     def run_info(self) -> dict[str, Any]:
         """What ``tmrl test`` needs to rebuild the actor of this run."""
@@ -253,7 +267,7 @@ def build_server(p: Pipeline, *, transport: Any = None) -> Any:
     return Server(settings=p.settings, transport=transport)
 
 
-def build_training(p: Pipeline) -> Callable[..., Any]:
+def build_training(p: Pipeline, *, thread_tuner: Any = None) -> Callable[..., Any]:
     """The ``training_cls`` of the pipeline (a partial :class:`~tmrl_core.trainer.TorchTrainingOffline`)."""
     from tmrl_core.trainer import TorchTrainingOffline
 
@@ -263,6 +277,7 @@ def build_training(p: Pipeline) -> Callable[..., Any]:
         memory_cls=p.memory_factory(),
         training_agent_cls=p.agent_factory(),
         settings=p.settings,
+        thread_tuner=thread_tuner,
     )
 
 
@@ -272,8 +287,10 @@ def build_trainer(
     transport: Any = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     metrics: Any = None,
+    thread_tuner: Any = None,
 ) -> Any:
-    """The trainer (resumed from the run's checkpoint when there is one), connecting to the server."""
+    """The trainer (resumed from the run's checkpoint when there is one), connecting to the server; ``thread_tuner``
+    from :func:`tmrl_core.placement.place_trainer`."""
     from tmrl_core.trainer import Trainer
 
     created = metrics is None
@@ -283,7 +300,7 @@ def build_trainer(
         metrics = MetricsLogger(p.settings.run.name, settings=p.settings, env=p.env_name, algo=p.algo_name or "")
     try:
         return Trainer(
-            build_training(p),
+            build_training(p, thread_tuner=thread_tuner),
             settings=p.settings,
             transport=transport,
             metrics=metrics,
@@ -329,7 +346,7 @@ def build_worker(
 def run_worker(p: Pipeline, worker: Any) -> None:
     """The worker's loop for this pipeline: ``run_synchronous`` when env steps per model are bounded, else ``run``."""
     if p.synchronous and not worker.expert:
-        worker.run_synchronous()
+        worker.run_synchronous(max_steps_per_update=p.steps_per_model)
     else:
         worker.run()
 
@@ -502,22 +519,25 @@ def run_local(
     Ctrl-C, after a checkpoint), with every worker process stopped. ``on_start(trainer)`` is called once the trainer
     is built (and resumed, when the run has a checkpoint)."""
     n = workers or p.settings.worker.count
-    import torch
-
-    # each worker process keeps one core busy; more intra-op threads than free cores makes torch crawl (spinning
-    # OpenMP threads), fewer wastes the machine
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - n)))
-    seed_everything(p.settings.run.seed)
-    trainer = build_trainer(p, on_round=on_round)  # checkpoint problems surface before anything starts
-    if on_start is not None:
-        on_start(trainer)
     server = None
+    trainer = None
     procs: list[subprocess.Popen[bytes]] = []
     failed: list[int] = []
     try:
+        # Workers first: their start (python, torch, the env) overlaps with the trainer's here, so the first env
+        # step comes about one torch import after launch instead of two. They wait for the server (and keep their
+        # first samples) until it listens; a trainer that cannot start (e.g. a checkpoint that does not fit) stops
+        # them in the `finally` below.
+        procs = [spawn_worker(p, i, log_level=worker_log_level) for i in range(n)]
+        from tmrl_core.placement import place_trainer
+
+        placement = place_trainer(p.settings, local_workers=n, lockstep=p.synchronous, realtime=p.env.realtime)
+        seed_everything(p.settings.run.seed)
+        trainer = build_trainer(p, on_round=on_round, thread_tuner=placement.tuner())
+        if on_start is not None:
+            on_start(trainer)
         server = build_server(p)
         write_run_info(p)
-        procs = [spawn_worker(p, i, log_level=worker_log_level) for i in range(n)]
         if p.env.realtime:
             _yield_to_workers()
 
@@ -538,15 +558,18 @@ def run_local(
         history = trainer.run()
         interrupted = trainer.training.stop_event.is_set() and not trainer.training.finished
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
+        # a trainer that could not start (e.g. a checkpoint that does not fit) leaves the run's status as it was
+        if trainer is not None and not isinstance(exc, KeyboardInterrupt):
             _record_status(p, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        trainer.training.stop_event.set()
+        if trainer is not None:
+            trainer.training.stop_event.set()
         stop_processes(procs)
         if server is not None:
             server.stop()
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
     if failed:
         # the trainer saw a stop; the run failed: its workers did
         _record_status(p, "failed", f"{len(failed)} of {n} worker processes ended with an error")

@@ -100,6 +100,8 @@ class TorchTrainingOffline:
         device: training device (None or ``"auto"``: CUDA when available).
         max_env_steps: stop once this many env steps were received (None: only ``epochs`` ends training).
         settings: where the defaults come from (default: :func:`~tmrl_core.settings.load_settings`).
+        thread_tuner: a :class:`~tmrl_core.placement.ThreadTuner` told the duration of every update (``tmrl run``
+            and ``tmrl trainer`` give one); None leaves torch's threads alone.
     """
 
     env_cls: Any = None
@@ -118,6 +120,7 @@ class TorchTrainingOffline:
     device: str | None = None
     max_env_steps: int | None = None
     settings: Any = field(default=None, repr=False)
+    thread_tuner: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from tmrl_core.server import resolve_device, settings_or_load
@@ -275,6 +278,8 @@ class TorchTrainingOffline:
                     t1 = time.perf_counter()
                     metrics = self.agent.train(batch)
                     t2 = time.perf_counter()
+                    if self.thread_tuner is not None:
+                        self.thread_tuner.record(t2 - t1)
                     sampling += t1 - t0
                     training += t2 - t1
                     for key, value in (metrics or {}).items():
@@ -304,7 +309,15 @@ class TorchTrainingOffline:
             "training_time": training,
             "training_steps_per_s": (self.total_updates - updates_before) / elapsed if elapsed > 0 else 0.0,
             "env_steps_per_s": (self.env_steps - steps_before) / elapsed if elapsed > 0 else 0.0,
+            # the update-to-data ratio actually reached: below max_training_steps_per_env_step when the trainer
+            # cannot keep up with workers that do not wait for it (real-time envs, training.when_behind=continue)
+            "update_to_data": self.total_updates / self.env_steps if self.env_steps else 0.0,
+            "update_to_data_target": float(self.max_training_steps_per_env_step),
         }
+        if self.thread_tuner is not None:
+            record["torch_threads"] = self.thread_tuner.current
+        if self.env_steps > steps_before:
+            record["update_to_data_round"] = (self.total_updates - updates_before) / (self.env_steps - steps_before)
         for key, values in losses.items():
             record[key] = float(np.mean(values))
         for key, values in self._round_episodes.items():
@@ -455,6 +468,7 @@ class Trainer:
         self.on_round = on_round
         self.meta = {"run": self.run_name, **(checkpoint_meta or {})}
         self.history: list[dict[str, Any]] = []
+        self._warned_behind = False
 
         kwargs = {"settings": settings} if _accepts(training_cls, "settings") else {}
         self.training = training_cls(**kwargs)
@@ -652,14 +666,25 @@ class Trainer:
         if self.on_round is not None:
             self.on_round(record)
         ret = record.get("return_test", record.get("return_train"))
+        utd = record.get("update_to_data_round")
         log.info(
-            "epoch %d round %d: %d env steps, %d training steps%s",
+            "epoch %d round %d: %d env steps, %d training steps%s%s",
             record["epoch"],
             record["round"],
             record["env_steps"],
             record["training_steps"],
+            f", {utd:.2f} training steps per env step" if utd is not None else "",
             f", return {ret:.1f}" if ret is not None and math.isfinite(ret) else "",
         )
+        target = record.get("update_to_data_target")
+        if utd is not None and target and record.get("complete") and utd < 0.5 * target and not self._warned_behind:
+            self._warned_behind = True
+            log.warning(
+                "trainer: %.2f training steps per env step this round, under half the target %.2f: the trainer cannot"
+                " keep up with the workers (training.when_behind=wait makes them wait for it)",
+                utd,
+                target,
+            )
 
     def _install_sigint(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

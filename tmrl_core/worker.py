@@ -286,6 +286,9 @@ class RolloutWorker:
             truncated = True
         if collect_samples:
             self.env_steps += 1
+            if self.env_steps == 1:
+                # a fixed line that start-up benchmarks (benchmarks/bench_startup.py) time from the launch
+                log.info("worker: first env step")
             self._record(act, new_obs, rew, terminated, truncated, dict(info))
         return new_obs, rew, terminated, truncated, info
 

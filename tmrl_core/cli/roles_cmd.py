@@ -107,7 +107,11 @@ def trainer(
         **logging_overrides(log, wandb),
     }
     p = prepare(env, algo, overrides=overrides, sets=sets)
-    part = build_trainer(p)
+    from tmrl_core.placement import place_trainer
+
+    # its workers run on other machines (or as other commands, which the OS schedules): every core trains
+    placement = place_trainer(p.settings, local_workers=0, lockstep=p.synchronous, realtime=p.env.realtime)
+    part = build_trainer(p, thread_tuner=placement.tuner())
     write_run_info(p)
     typer.echo(
         f"trainer of run {p.settings.run.name} ({env}, {algo}) -> server {p.settings.server.host}:"
@@ -152,6 +156,9 @@ def worker(
         "server": {"transport": transport, "host": host, "port": port},
     }
     p = prepare(env, algo, overrides=overrides, sets=sets)
+    import torch
+
+    torch.set_num_threads(1)  # one observation per forward pass: more threads only take cores from a local trainer
     part = build_worker(p, index=index, expert=expert or None)
     typer.echo(
         f"worker-{index} of run {p.settings.run.name} ({env}, {algo}) -> server {p.settings.server.host}:"

@@ -105,6 +105,17 @@ class TrainingSettings(Section):
     compressor: str | None = Field(None, description="Sample compressor; None uses the environment's default.")
     dataset_path: Path | None = Field(None, description="Offline dataset that seeds the replay memory at start.")
     prefetch: bool = Field(False, description="Prepare the next batch in a background thread while training.")
+    threads: int = Field(
+        0, ge=0, description="Torch threads of the trainer; 0 chooses from the cores and the local workers."
+    )
+    flush_denormal: bool = Field(
+        True, description="Flush denormal floats to zero on CPU (they slow training down tens of times)."
+    )
+    when_behind: Literal["continue", "wait"] = Field(
+        "continue",
+        description="Trainer slower than max_training_steps_per_env_step: 'continue' collects at the env's pace"
+        " (the ratio falls), 'wait' holds workers between episodes until training catches up.",
+    )
     test_episodes: int = Field(1, ge=0, description="Test episodes run by `tmrl test`.")
 
 
