@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -137,16 +136,14 @@ class Pipeline:
 
     @property
     def steps_per_model(self) -> int:
-        """Env steps a worker collects per received model, 0 for no bound: ``worker.max_env_steps_per_model``, or,
-        with ``training.when_behind = "wait"``, the env steps that ``training.update_model_interval`` training steps
-        stand for at ``training.max_training_steps_per_env_step`` (workers then wait between episodes for training
-        to catch up, which keeps the update-to-data ratio at its target on any hardware)."""
+        """Env steps a worker collects per received model, 0 for no bound: ``worker.max_env_steps_per_model``, or 1
+        with ``training.when_behind = "wait"``: workers then wait at the end of every episode for the next weights,
+        which that trainer sends only once it has caught up with ``training.max_training_steps_per_env_step``, so
+        the update-to-data ratio stays at its target on any hardware."""
         ws, ts = self.settings.worker, self.settings.training
         if ws.max_env_steps_per_model > 0:
             return int(ws.max_env_steps_per_model)
-        if ts.when_behind == "wait":
-            return max(1, math.ceil(ts.update_model_interval / ts.max_training_steps_per_env_step))
-        return 0
+        return 1 if ts.when_behind == "wait" else 0
 
     @property
     def synchronous(self) -> bool:

@@ -102,6 +102,8 @@ class TorchTrainingOffline:
         settings: where the defaults come from (default: :func:`~tmrl_core.settings.load_settings`).
         thread_tuner: a :class:`~tmrl_core.placement.ThreadTuner` told the duration of every update (``tmrl run``
             and ``tmrl trainer`` give one); None leaves torch's threads alone.
+        when_behind: ``"continue"``, or ``"wait"``: weights are sent only once training has caught up with
+            ``max_training_steps_per_env_step`` (workers waiting for them then keep the ratio at its target).
     """
 
     env_cls: Any = None
@@ -121,6 +123,7 @@ class TorchTrainingOffline:
     max_env_steps: int | None = None
     settings: Any = field(default=None, repr=False)
     thread_tuner: Any = field(default=None, repr=False)
+    when_behind: str | None = None
 
     def __post_init__(self) -> None:
         from tmrl_core.server import resolve_device, settings_or_load
@@ -135,6 +138,7 @@ class TorchTrainingOffline:
             ("max_training_steps_per_env_step", "max_training_steps_per_env_step"),
             ("start_training", "start_training"),
             ("max_env_steps", "max_env_steps"),
+            ("when_behind", "when_behind"),
         ):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(ts, key))
@@ -286,7 +290,8 @@ class TorchTrainingOffline:
                         losses[key].append(float(value))
                 self.total_updates += 1
                 done_steps += 1
-                if self.total_updates % self.update_model_interval == 0:
+                # "wait": a send before catching up would let waiting workers collect ahead of the target ratio
+                if self.total_updates % self.update_model_interval == 0 and self.when_behind != "wait":
                     self._send(interface)
                 if self.total_updates % self.update_buffer_interval == 0:
                     self.ingest(interface)
@@ -316,7 +321,7 @@ class TorchTrainingOffline:
         }
         if self.thread_tuner is not None:
             record["torch_threads"] = self.thread_tuner.current
-        if self.env_steps > steps_before:
+        if self.env_steps > steps_before and updates_before > 0:  # the round that starts training has no ratio
             record["update_to_data_round"] = (self.total_updates - updates_before) / (self.env_steps - steps_before)
         for key, values in losses.items():
             record[key] = float(np.mean(values))
@@ -677,7 +682,8 @@ class Trainer:
             f", return {ret:.1f}" if ret is not None and math.isfinite(ret) else "",
         )
         target = record.get("update_to_data_target")
-        if utd is not None and target and record.get("complete") and utd < 0.5 * target and not self._warned_behind:
+        behind = utd is not None and target and record.get("complete") and utd < 0.5 * target
+        if behind and getattr(self.training, "when_behind", None) != "wait" and not self._warned_behind:
             self._warned_behind = True
             log.warning(
                 "trainer: %.2f training steps per env step this round, under half the target %.2f: the trainer cannot"

@@ -1,0 +1,97 @@
+"""Seconds from launching a training command to its first environment step: ``tmrl run`` against Stable-Baselines3
+and against the floor that every torch program pays (``python -c "import torch"``), alternated, in one run.
+
+- tmrl: ``tmrl run --env pendulum --algo sac -v`` in a fresh data folder; the first env step is the worker's
+  ``worker: first env step`` log line.
+- sb3: a script that builds SAC on Pendulum-v1 and calls ``learn``, printing a line at the env's first ``step``.
+- floor: ``python -c "import torch"`` until it exits.
+
+Each command is stopped (its whole process group) as soon as its line is seen.
+
+    python benchmarks/bench_startup.py [--repeats 3] [--skip-sb3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SB3_SCRIPT = """
+import sys, gymnasium
+from stable_baselines3 import SAC
+
+class Mark(gymnasium.Wrapper):
+    def step(self, action):
+        if not getattr(self, "seen", False):
+            self.seen = True
+            print("first env step", file=sys.stderr, flush=True)
+        return self.env.step(action)
+
+SAC("MlpPolicy", Mark(gymnasium.make("Pendulum-v1")), batch_size=256, policy_kwargs={"net_arch": [256, 256]},
+    device="cpu").learn(400)
+"""
+
+
+def time_to_line(cmd: list[str], marker: str | None, env: dict[str, str], timeout: float = 120.0) -> float:
+    """Seconds from starting ``cmd`` to a stderr line containing ``marker`` (None: to its exit)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True, text=True
+    )
+    try:
+        if marker is None:
+            proc.wait(timeout)
+            return time.perf_counter() - start
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if marker in line:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                break
+        raise RuntimeError(f"{cmd[:3]} never printed {marker!r}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-sb3", action="store_true")
+    args = parser.parse_args(argv)
+    tmrl = shutil.which("tmrl") or sys.exit("the tmrl command is not installed")
+    sides: dict[str, list[float]] = {"floor": [], "tmrl": [], "sb3": []}
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    for k in range(args.repeats):
+        home = tempfile.mkdtemp(prefix="tmrl-bench-start-")
+        env = {**os.environ, "TMRL_HOME": home}
+        sides["floor"].append(time_to_line([sys.executable, "-c", "import torch"], None, env))
+        run = [tmrl, "run", "--env", "pendulum", "--algo", "sac", "--env-steps", "400", "-n", f"start{k}", "-v"]
+        sides["tmrl"].append(time_to_line(run, "worker: first env step", env))
+        if not args.skip_sb3:
+            sides["sb3"].append(time_to_line([sys.executable, "-c", SB3_SCRIPT], "first env step", env))
+        shutil.rmtree(home, ignore_errors=True)
+        print("  " + "  ".join(f"{name} {values[-1]:5.2f} s" for name, values in sides.items() if values), flush=True)
+    floor = statistics.median(sides["floor"])
+    print("\nmedian seconds from launch to the first env step (floor: to the end of `import torch`):")
+    for name, values in sides.items():
+        if values:
+            m = statistics.median(values)
+            print(f"  {name:6s} {m:5.2f} s  ({m / floor:.2f}x the torch import)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
