@@ -11,6 +11,7 @@ __all__ = [
     "MissingExtraError",
     "ConfigError",
     "CheckpointError",
+    "DamagedStateError",
     "CodecError",
     "TransportError",
     "IncompatibleComponentsError",
