@@ -122,7 +122,8 @@ def test_plugins_shows_a_refused_component_and_why(run_tmrl) -> None:
     result = run_tmrl("plugins", env={"TESTS_DUPLICATE_PLUGIN": "1", "COLUMNS": "250"})
     assert result.returncode == 0, result
     assert "pendulum (refused)" in result.stdout
-    assert "duplicate (register): env 'pendulum' of plugin 'duplicate' refused: the name belongs to plugin" in result.stdout
+    refusal = "duplicate (register): env 'pendulum' of plugin 'duplicate' refused: the name belongs to plugin"
+    assert refusal in result.stdout
 
 
 def test_a_plugin_command_group_that_fails_to_load(run_tmrl) -> None:
@@ -132,6 +133,18 @@ def test_a_plugin_command_group_that_fails_to_load(run_tmrl) -> None:
     assert "TMRL_DISABLE_PLUGINS=duplicate" in result.stderr
     # The core's `config` wins over the plugin's clashing group, and the CLI keeps working.
     assert run_tmrl("config", "path", env=env).returncode == 0
+
+
+def test_run_tmrl_can_isolate_the_plugin_under_test(run_tmrl) -> None:
+    # tmrl-broken fails at import and tmrl-duplicate clashes: neither is loaded, nor reported, when not asked for
+    result = run_tmrl("plugins", "--json", env={"TESTS_DUPLICATE_PLUGIN": "1"}, only_plugins=["tmrl-example", "sac"])
+    assert result.returncode == 0, result
+    report = json.loads(result.stdout)
+    plugins = {row["name"]: row for row in report["plugins"]}
+    loaded = {name for name, row in plugins.items() if not row["disabled"]}
+    assert loaded == {"tmrl-core", "example", "sac"}
+    assert report["failures"] == [] and report["duplicates"] == []
+    assert run_tmrl("example", "describe", only_plugins=["example"]).returncode == 0
 
 
 def test_disabling_plugins_from_the_environment(run_tmrl) -> None:

@@ -115,5 +115,5 @@ def test_the_api_page_lists_every_public_module() -> None:
 def test_every_user_error_is_public() -> None:
     import tmrl_core.errors as errors
 
-    defined = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, errors.TmrlError)}
+    defined = {n for n, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, errors.TmrlError)}
     assert defined <= set(errors.__all__)

@@ -239,7 +239,9 @@ def test_a_hook_with_a_wrong_argument_name_is_refused(plugin_manager) -> None:
     manager = plugin_manager(BadArgs(), Misspelt())
     bad, misspelt = manager.failures
     assert bad.stage == "validate" and bad.plugin == "BadArgs"
-    assert bad.error == "hook 'tmrl_register_envs' takes argument 'callback', which the hook does not pass; it passes: register"
+    assert bad.error == (
+        "hook 'tmrl_register_envs' takes argument 'callback', which the hook does not pass; it passes: register"
+    )
     assert misspelt.error == (
         "hook 'tmrl_register_agents' takes argument 'registr', which the hook does not pass (did you mean 'register'?);"
         " it passes: register"

@@ -338,14 +338,17 @@ def _as_numpy(value: Any) -> Any:
     return value
 
 
-def _first_difference(original: Any, rebuilt: Any, path: str) -> tuple[str, Any, Any] | None:
-    """``(path, original, rebuilt)`` of the first leaf that differs, or None."""
+def _first_difference(
+    original: Any, rebuilt: Any, path: str, rtol: float = 0.0, atol: float = 0.0
+) -> tuple[str, Any, Any] | None:
+    """``(path, original, rebuilt)`` of the first leaf that differs (beyond ``atol + rtol * |original|`` for floating
+    point leaves), or None."""
     rebuilt = _as_numpy(rebuilt)
     if isinstance(original, (tuple, list)):
         if not isinstance(rebuilt, (tuple, list)) or len(rebuilt) != len(original):
             return path, original, rebuilt
         for i, (o, r) in enumerate(zip(original, rebuilt, strict=True)):
-            diff = _first_difference(o, r, f"{path}[{i}]")
+            diff = _first_difference(o, r, f"{path}[{i}]", rtol, atol)
             if diff is not None:
                 return diff
         return None
@@ -353,7 +356,7 @@ def _first_difference(original: Any, rebuilt: Any, path: str) -> tuple[str, Any,
         if not isinstance(rebuilt, dict) or set(rebuilt) != set(original):
             return path, original, rebuilt
         for k in original:
-            diff = _first_difference(original[k], rebuilt[k], f"{path}[{k!r}]")
+            diff = _first_difference(original[k], rebuilt[k], f"{path}[{k!r}]", rtol, atol)
             if diff is not None:
                 return diff
         return None
@@ -364,8 +367,11 @@ def _first_difference(original: Any, rebuilt: Any, path: str) -> tuple[str, Any,
         return path, original, rebuilt
     if bool((a == b).all()):
         return None
-    if a.dtype.kind in "fc" and b.dtype.kind in "fc" and np.array_equal(a, b, equal_nan=True):
-        return None
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        if np.array_equal(a, b, equal_nan=True):
+            return None
+        if (rtol or atol) and np.allclose(b, a, rtol=rtol, atol=atol, equal_nan=True):
+            return None
     return path, original, rebuilt
 
 
@@ -400,11 +406,16 @@ def check_transition_crc(
     terminated: Any,
     truncated: Any,
     info: dict[str, Any] | None,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
 ) -> None:
     """Compare a rebuilt transition with the worker's record in ``info``; raise :class:`CrcError` on a difference.
 
     Observations and actions must be equal value for value and shape for shape; the reward is compared in float32
-    (memories store rewards as float32).
+    (memories store rewards as float32). ``rtol``/``atol`` accept floating-point values within
+    ``atol + rtol * |original|`` (for lossy compressor/memory pairs, e.g. float16 storage); shapes, integers and
+    the terminated/truncated flags stay exact.
     """
     record = info.get(CRC_KEY) if isinstance(info, dict) else None
     if record is None:
@@ -431,7 +442,7 @@ def check_transition_crc(
         ("truncated", bool(record["truncated"]), bool(_as_numpy(truncated))),
     )
     for name, original, rebuilt in parts:
-        diff = _first_difference(original, rebuilt, name)
+        diff = _first_difference(original, rebuilt, name, rtol, atol)
         if diff is not None:
             component, o, r = diff
             raise CrcError(

@@ -36,6 +36,9 @@ CORE_PLUGIN_NAME = "tmrl-core"
 FIRST_PARTY_DISTRIBUTIONS = frozenset({"tmrl-core", "tmrl-sac", "tmrl-redq", "tmrl-tlspyo", "tmrl-trackmania"})
 DISABLE_ENV = "TMRL_DISABLE_PLUGINS"
 DISABLE_THIRD_PARTY_ENV = "TMRL_DISABLE_THIRD_PARTY_PLUGINS"
+#: Comma-separated entry-point or distribution names: only these installed plugins load (the core always does); for
+#: testing one plugin where others, possibly broken, are installed too.
+ONLY_ENV = "TMRL_ONLY_PLUGINS"
 
 #: Which hook registers which kind.
 HOOK_NAMES: dict[str, str] = {
@@ -194,6 +197,7 @@ class PluginManager:
         self._lock = threading.RLock()
         self._disabled = {_canonical(name) for name in _env_list(DISABLE_ENV)}
         self._third_party_off = _env_flag(DISABLE_THIRD_PARTY_ENV)
+        self._only = {_canonical(name) for name in _env_list(ONLY_ENV)} or None
 
         if builtins:
             for module_name in DEFAULT_PLUGINS:
@@ -237,6 +241,7 @@ class PluginManager:
                 _canonical(ep.name) in self._disabled
                 or _canonical(dist) in self._disabled
                 or (self._third_party_off and not first_party)
+                or (self._only is not None and not {_canonical(ep.name), _canonical(dist)} & self._only)
             ):
                 info.disabled = True
                 self.infos[ep.name] = info

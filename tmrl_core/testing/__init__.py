@@ -6,9 +6,9 @@ Fixtures (available in every pytest run once tmrl-core is installed, through the
 - ``plugin_manager``: a factory of isolated plugin managers with in-process plugins;
 - ``run_tmrl``: runs the ``tmrl`` command as a subprocess in that data folder.
 
-Contract test classes (``AgentContract``, ``EnvContract``, ``MemoryContract``, ``TransportContract``) are subclassed by a plugin's tests
-to check its component against what the core expects. They are imported on first use, so that importing this package
-stays cheap (and needs neither pytest nor torch).
+Contract test classes (``AgentContract``, ``EnvContract``, ``MemoryContract``, ``TransportContract``) are
+subclassed by a plugin's tests to check its component against what the core expects. They are imported on first
+use, so that importing this package stays cheap (and needs neither pytest nor torch).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Example (in a plugin's tests)::
     from my_plugin.memory import MyMemory
 
     class TestMyMemory(MemoryContract):
-        memory_cls = MyMemory
+        memory_cls = MyMemory                        # or its "my_plugin.memory:MyMemory" path, as in a spec
         compressor = "my-compressor"                 # a registered compressor name (default "none")
+        tolerance = 1e-3                             # optional: a lossy pair (float16 storage) rebuilds within it
         component_options = {"act_buf_len": 2}       # what the env spec would give compressor and memory
 
         def make_env(self):                          # optional: the env whose samples are stored
@@ -109,8 +110,12 @@ def _check_batch_structure(batch_obs: Any, space: Any, batch_size: int, where: s
 class MemoryContract:
     """Subclass with ``memory_cls`` set (and optionally ``compressor``, ``component_options``, ``make_env``)."""
 
-    #: the memory class (called like the trainer calls memory factories)
+    #: the memory class (called like the trainer calls memory factories), or its ``"module:attr"`` path
     memory_cls: ClassVar[Any] = None
+    #: a lossy compressor/memory pair rebuilds floating-point values within ``tolerance * (1 + |original|)``; the
+    #: transitions are then checked by the contract (with that tolerance) rather than by the memory's exact CRC
+    #: debug; None: exact
+    tolerance: ClassVar[float | None] = None
     #: registered compressor name the samples go through
     compressor: ClassVar[str] = "none"
     #: env component options given to both the compressor and the memory
@@ -143,9 +148,21 @@ class MemoryContract:
             "seed": 0,
             **kwargs,
         }
-        return self.memory_cls(
+        if self.memory_cls is None:
+            pytest.fail("a MemoryContract subclass must set memory_cls")
+        from tmrl_core.specs import resolve
+
+        memory_cls = resolve(self.memory_cls, what="memory_cls")
+        if self.tolerance is not None:
+            options["crc_debug"] = False  # the memory's own check is exact; check_crc() applies the tolerance
+        return memory_cls(
             observation_space=observation_space, action_space=action_space, **options, **self.component_options
         )
+
+    def check_crc(self, transition: Any) -> None:
+        """The CRC check of one rebuilt transition, within :attr:`tolerance` when set."""
+        tol = self.tolerance or 0.0
+        check_transition_crc(*transition, rtol=tol, atol=tol)
 
     # -- fixtures ------------------------------------------------------------------------------------------------
     @pytest.fixture(scope="class")
@@ -190,8 +207,7 @@ class MemoryContract:
     def test_every_transition_is_rebuilt_exactly(self, filled: Any) -> None:
         memory, _, _ = filled
         for i in range(len(memory)):
-            prev_obs, act, rew, new_obs, terminated, truncated, info = memory.get_transition(i)
-            check_transition_crc(prev_obs, act, rew, new_obs, terminated, truncated, info)
+            self.check_crc(memory.get_transition(i))
 
     def test_sampled_batches_pass_crc_and_have_the_batch_format(self, filled: Any, worker_buffers: Any) -> None:
         memory, _, _ = filled
@@ -221,7 +237,7 @@ class MemoryContract:
             assert len(memory) <= self.small_memory_size
         assert len(memory) > 0
         for i in range(len(memory)):
-            memory[i]  # crc_debug: raises CrcError if anything is rebuilt wrongly
+            self.check_crc(memory.get_transition(i))
         memory.sample()
         # the newest transition is the last sample received
         last = interleave(*workers)[-1].memory[-1]
@@ -232,7 +248,7 @@ class MemoryContract:
         memory, _, _ = filled
         prev_obs, act, rew, new_obs, terminated, truncated, info = memory.get_transition(len(memory) // 2)
         with pytest.raises(CrcError) as err:
-            check_transition_crc(prev_obs, np.asarray(act) + 1, rew, new_obs, terminated, truncated, info)
+            self.check_crc((prev_obs, np.asarray(act) + 1, rew, new_obs, terminated, truncated, info))
         assert err.value.component.startswith("act")
 
     def test_state_dict_resumes_with_identical_batches(self, filled: Any, worker_buffers: Any) -> None:

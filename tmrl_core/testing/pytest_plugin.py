@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +101,9 @@ def run_tmrl(tmrl_home: Path) -> Callable[..., TmrlResult]:
     """Run ``tmrl ARGS...`` as a subprocess in the test's data folder: ``run_tmrl("plugins", "--json")``.
 
     Keyword arguments: ``env`` (extra environment variables, e.g. ``{"TMRL_TRAINING__BATCH_SIZE": "64"}``),
-    ``timeout`` (seconds, default 120), ``input`` (text for stdin), ``cwd``. ``TMRL_*`` variables of the calling
+    ``timeout`` (seconds, default 120), ``input`` (text for stdin), ``cwd``, ``only_plugins`` (entry-point or
+    distribution names: the installed plugins that load besides the core, e.g. ``("my-plugin", "sac")``, so that
+    another broken plugin in the same environment cannot disturb the test). ``TMRL_*`` variables of the calling
     environment do not leak in; the output is plain text, 200 columns wide.
     """
 
@@ -111,9 +113,14 @@ def run_tmrl(tmrl_home: Path) -> Callable[..., TmrlResult]:
         timeout: float = 120.0,
         input: str | None = None,
         cwd: str | Path | None = None,
+        only_plugins: Sequence[str] | None = None,
     ) -> TmrlResult:
         full_env = {key: value for key, value in os.environ.items() if not key.startswith("TMRL_")}
         full_env.update({"TMRL_HOME": str(tmrl_home), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+        if only_plugins is not None:
+            from tmrl_core.plugins import ONLY_ENV
+
+            full_env[ONLY_ENV] = ",".join(only_plugins)
         full_env.update(env or {})
         proc = subprocess.run(
             [*tmrl_command(), *args],
