@@ -175,10 +175,14 @@ def test_ring_storage_alone_stores_gathers_and_round_trips() -> None:
 
 def test_prefetch_sampler_rewinds_a_dropped_batch() -> None:
     rng = np.random.default_rng(0)
-    sampler: PrefetchSampler = PrefetchSampler(lambda: int(rng.integers(1000)), lambda k: k, rng, prefetch=True)
-    first = [sampler.sample(), sampler.sample()]
+    sampler: PrefetchSampler = PrefetchSampler(rng, prefetch=True)
+
+    def draw() -> int:
+        return int(rng.integers(1000))
+
+    first = [sampler.sample(draw, lambda k: k), sampler.sample(draw, lambda k: k)]
     sampler.drop()  # the batch in flight is drawn again
-    again = sampler.sample()
+    again = sampler.sample(draw, lambda k: k)
     sampler.close()
     reference = np.random.default_rng(0)
     expected = [int(reference.integers(1000)) for _ in range(3)]
@@ -228,3 +232,23 @@ def _nested(depth: int) -> list:
     for _ in range(depth):
         node = ["tuple", [node]]
     return node
+
+
+def test_a_dropped_memory_is_freed_at_once_without_the_garbage_collector() -> None:
+    import gc
+    import weakref
+
+    memory = RingMemory(memory_size=10, seed=0, prefetch=True)
+    buffer = Buffer()
+    for k in range(8):
+        buffer.append_sample((np.float32(k), np.float32(k), 0.0, False, False, {}))
+    memory.append(buffer)
+    memory.sample()
+    memory.close()
+    ref = weakref.ref(memory)
+    gc.disable()
+    try:
+        del memory
+        assert ref() is None, "a reference cycle keeps the memory (and its arrays) alive until a collection"
+    finally:
+        gc.enable()

@@ -121,12 +121,7 @@ class RingMemory(TorchMemory):
         self.capacity = self.storage.capacity
         self.pin_memory = (self.device.type == "cuda") if pin_memory is None else bool(pin_memory)
         self.batch_preprocessor = batch_preprocessor
-        self.sampler: PrefetchSampler[np.ndarray, tuple[Any, ...]] = PrefetchSampler(
-            lambda: self.storage.transition_positions(self.sample_indices(), check=False),
-            self._make_batch,
-            self.rng,
-            prefetch,
-        )
+        self.sampler: PrefetchSampler[np.ndarray, tuple[Any, ...]] = PrefetchSampler(self.rng, prefetch)
         # appends and checkpoint loads never interleave (the trainer's network thread appends while it trains)
         self._lock = threading.Lock()
         if self.dataset_path:
@@ -217,7 +212,10 @@ class RingMemory(TorchMemory):
             return super().sample()
         if len(self) == 0:
             raise IndexError("cannot sample from an empty memory")
-        return self.sampler.sample()
+        return self.sampler.sample(self._draw_positions, self._make_batch)
+
+    def _draw_positions(self) -> np.ndarray:
+        return self.storage.transition_positions(self.sample_indices(), check=False)
 
     def close(self) -> None:
         """Stop the prefetch thread."""

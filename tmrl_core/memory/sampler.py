@@ -1,7 +1,7 @@
 """``PrefetchSampler``: batches drawn from a memory, the next one gathered in a background thread (part of RingMemory).
 
 It knows nothing of the storage: ``draw()`` picks what the next batch holds (e.g. transition positions, using
-``rng``) and ``make_batch(drawn)`` gathers it. With ``prefetch=True`` the next batch is gathered while the caller
+``rng``) and ``make_batch(drawn)`` gathers it; both are given to :meth:`PrefetchSampler.sample`. With ``prefetch=True`` the next batch is gathered while the caller
 trains on the current one, and the batches are the same as without prefetch: when the memory is about to change,
 :meth:`PrefetchSampler.drop` forgets the batch in flight and rewinds ``rng`` to before it was drawn, so the same
 indices are drawn again from the changed memory.
@@ -23,37 +23,33 @@ Batch = TypeVar("Batch")
 
 
 class PrefetchSampler(Generic[Drawn, Batch]):
-    """``sample()`` returns ``make_batch(draw())``, prefetched one batch ahead when ``prefetch``."""
+    """``sample(draw, make_batch)`` returns ``make_batch(draw())``, prefetched one batch ahead when ``prefetch``.
 
-    def __init__(
-        self,
-        draw: Callable[[], Drawn],
-        make_batch: Callable[[Drawn], Batch],
-        rng: np.random.Generator,
-        prefetch: bool = False,
-    ) -> None:
-        self.draw = draw
-        self.make_batch = make_batch
+    The functions are given at each call rather than kept: a sampler kept by a memory that held the memory's bound
+    methods would make a reference cycle, and a dropped memory's arrays would wait for the garbage collector.
+    """
+
+    def __init__(self, rng: np.random.Generator, prefetch: bool = False) -> None:
         self.rng = rng
         self.prefetch = bool(prefetch)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Future[Batch], dict[str, Any]] | None = None
 
-    def sample(self) -> Batch:
-        """The next batch."""
+    def sample(self, draw: Callable[[], Drawn], make_batch: Callable[[Drawn], Batch]) -> Batch:
+        """The next batch (``draw`` and ``make_batch`` must be the same at every call until :meth:`drop`)."""
         if not self.prefetch:
-            return self.make_batch(self.draw())
+            return make_batch(draw())
         if self._pending is None:
-            batch = self.make_batch(self.draw())
+            batch = make_batch(draw())
         else:
             future, _ = self._pending
             self._pending = None
             batch = future.result()
         state = self.rng.bit_generator.state
-        drawn = self.draw()
+        drawn = draw()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmrl-prefetch")
-        self._pending = (self._executor.submit(self.make_batch, drawn), state)
+        self._pending = (self._executor.submit(make_batch, drawn), state)
         return batch
 
     @property
