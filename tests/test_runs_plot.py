@@ -72,25 +72,23 @@ def test_runs_reports_finished_interrupted_killed_and_failed_runs(run_tmrl, tmrl
     assert result.returncode != 0, result
     (tmrl_home / "checkpoints").unlink()
 
-    # interrupted: Ctrl-C (SIGINT) once it has logged a round; it checkpoints and exits 130
-    proc = _start(tmrl_home, *long, "--run-name", "stopped")
+    # interrupted: Ctrl-C (SIGINT) once it has logged a round; it checkpoints and exits 130. killed: SIGKILL leaves
+    # "running" behind, with a process that no longer exists. Both at once: the suite is long enough.
+    stopped = _start(tmrl_home, *long, "--run-name", "stopped")
+    killed = _start(tmrl_home, *long, "--run-name", "killed")
     try:
-        _wait_for(lambda: _records(tmrl_home, "stopped") >= 1, 240, "a first round of 'stopped'")
-        running = _runs_json(run_tmrl)["stopped"]
-        assert running["status"] == "running" and running["env"] == "pendulum" and running["algo"] == "sac"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(120) == 130, proc.stderr.read() if proc.stderr else ""
+        for name in ("stopped", "killed"):
+            _wait_for(lambda n=name: _records(tmrl_home, n) >= 1, 300, f"a first round of {name!r}")
+        running = _runs_json(run_tmrl)
+        assert running["stopped"]["status"] == running["killed"]["status"] == "running"
+        assert (running["stopped"]["env"], running["stopped"]["algo"]) == ("pendulum", "sac")
+        killed.kill()
+        stopped.send_signal(signal.SIGINT)
+        assert stopped.wait(120) == 130, stopped.stderr.read() if stopped.stderr else ""
     finally:
-        proc.kill()
-        proc.communicate()
-
-    # killed: SIGKILL leaves "running" behind, with a process that no longer exists
-    proc = _start(tmrl_home, *long, "--run-name", "killed")
-    try:
-        _wait_for(lambda: _records(tmrl_home, "killed") >= 1, 240, "a first round of 'killed'")
-    finally:
-        proc.kill()
-        proc.communicate()
+        for proc in (stopped, killed):
+            proc.kill()
+            proc.communicate()
 
     # finished: its budget spent
     result = run_tmrl("run", "--env", "pendulum", "--algo", "sac", "--env-steps", "400", "--run-name", "done", *FAST,
