@@ -21,8 +21,8 @@ inside the measured time.
     python benchmarks/bench_pendulum_learning.py [--seeds 0 1 2] [--max-env-steps 10000] [--eval-every 200]
         [--threads N] [--png docs/img/pendulum-sac-vs-sb3.png]
 
-Prints, per seed and side, env steps and seconds to reach -200, the ratio of seconds (tmrl / SB3) and the medians; then draws
-both sides' test-return curves (mean and spread over the seeds) with ``tmrl plot`` to ``--png``.
+Prints, per seed and side, env steps and seconds to reach -200, the ratio of seconds (tmrl / SB3) and the medians; then
+draws both sides' test-return curves (mean and spread over the seeds) with ``tmrl plot`` to ``--png``.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def run_sb3(seed: int, max_env_steps: int, eval_every: int, threads: int) -> Out
             state["last"] = evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], seed)
             state["eval_time"] += time.perf_counter() - t_eval
             evaluations.append((self.num_timesteps, state["last"]))
-            print(f"  sb3   seed {seed}: {self.num_timesteps:6d} env steps  test return {state['last']:8.1f}", flush=True)
+            steps, last = self.num_timesteps, state["last"]
+            print(f"  sb3   seed {seed}: {steps:6d} env steps  test return {last:8.1f}", flush=True)
             if state["last"] >= THRESHOLD:
                 state["reached"] = (self.num_timesteps, time.perf_counter() - state["t0"] - state["eval_time"])
                 return False

@@ -25,6 +25,7 @@ from tmrl_sac.agent import EnsembleCritic, build_optimizer
 from torch import nn
 
 from tmrl_core.nn import polyak_update
+from tmrl_core.testing import ensemble_member
 
 GAMMA, POLYAK, LR = 0.99, 0.995, 1e-3
 
@@ -50,7 +51,7 @@ def batched_update(n: int, m: int, obs_dim: int, act_dim: int, hidden: tuple[int
 
 def loop_update(critic: EnsembleCritic, device: str, fused: bool):
     """N separate critics holding ``critic``'s weights, updated one module at a time."""
-    critics = nn.ModuleList(critic.q.member(i) for i in range(critic.n)).to(device)
+    critics = nn.ModuleList(ensemble_member(critic.q, i) for i in range(critic.n)).to(device)
     targets = copy.deepcopy(critics).requires_grad_(False)
     optimizer = torch.optim.Adam(critics.parameters(), lr=LR, fused=True if fused else None)
 
@@ -118,7 +119,7 @@ def main() -> None:
     for update, _ in implementations.values():
         update(*data, subset)
     for i in range(args.n):
-        member = critic.q.member(i)
+        member = ensemble_member(critic.q, i)
         for _, modules in list(implementations.values())[:2]:
             for p, q in zip(member.parameters(), modules[i].parameters(), strict=True):
                 torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)

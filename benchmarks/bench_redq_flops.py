@@ -151,7 +151,8 @@ def measure(device: str, seconds: float = 4.0, blocks: int = 3) -> dict[str, Any
 
 def print_table(results: dict[str, Any], device_name: str) -> None:
     print(f"REDQ-SAC train calls, N=10, M=2, G=20, batch 256, MLP 256x256, {device_name}")
-    print(f"  {'call':16s} {'MFLOP':>7s} {'matmuls':>7s} {'calls/s':>9s} {'GFLOP/s':>8s} {'matmuls alone':>13s} {'share':>6s}")
+    columns = f"{'MFLOP':>7s} {'matmuls':>7s} {'calls/s':>9s} {'GFLOP/s':>8s} {'matmuls alone':>13s} {'share':>6s}"
+    print(f"  {'call':16s} {columns}")
     for kind, r in results.items():
         print(
             f"  {kind:16s} {r['mflop_per_call']:7.1f} {r['matmuls_per_call']:7d} {r['calls_per_s']:9.1f} "

@@ -249,10 +249,12 @@ def main() -> None:
         samples = len(buffer) * args.buffers
         print(f"  {label}: {args.buffers} buffers of {size / 1e6:.2f} MB")
         print(
-            f"    tlspyo transport (codec): {samples / ours:10.0f} samples/s {size * args.buffers / ours / 1e6:8.1f} MB/s"
+            f"    tlspyo transport (codec): {samples / ours:10.0f} samples/s "
+            f"{size * args.buffers / ours / 1e6:8.1f} MB/s"
         )
         print(
-            f"    plain tlspyo (pickle):    {samples / theirs:10.0f} samples/s {size * args.buffers / theirs / 1e6:8.1f} MB/s"
+            f"    plain tlspyo (pickle):    {samples / theirs:10.0f} samples/s "
+            f"{size * args.buffers / theirs / 1e6:8.1f} MB/s"
         )
         print(f"    ratio: {theirs / ours:.2f}x")
 

@@ -180,7 +180,12 @@ def test_trainer_resumes_epoch_memory_and_optimiser_state(tmrl_home: Path) -> No
     from tmrl_core.trainer import Trainer, _Interface
 
     p, training_cls, worker = _pendulum_training(
-        tmrl_home, "resume", rounds_per_epoch=2, steps_per_round=5, start_training=20, max_training_steps_per_env_step=10
+        tmrl_home,
+        "resume",
+        rounds_per_epoch=2,
+        steps_per_round=5,
+        start_training=20,
+        max_training_steps_per_env_step=10,
     )
     first = Trainer(training_cls, settings=p.settings, transport=False)
     _feed(first.training, worker, episodes=3)

@@ -323,3 +323,19 @@ def _env(home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TMRL_")}
     env["TMRL_HOME"] = str(home)
     return env
+
+
+def test_a_missing_core_command_module_is_reported_not_skipped() -> None:
+    # A packaging error that loses a command module must show up as that command failing, not as a missing command.
+    code = (
+        "import tmrl_core.cli as cli\n"
+        "cli.CORE_COMMAND_MODULES = (*cli.CORE_COMMAND_MODULES, 'tmrl_core.cli.gone_cmd')\n"
+        "cli.main()\n"
+    )
+    help_result = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    assert help_result.returncode == 0, help_result
+    assert "gone" in help_result.stdout
+    result = subprocess.run([sys.executable, "-c", code, "gone"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result
+    assert "Error: the command module tmrl_core.cli.gone_cmd failed to load: ModuleNotFoundError" in result.stderr
+    assert "Traceback" not in result.stderr

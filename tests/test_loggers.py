@@ -110,7 +110,8 @@ def test_a_logger_that_raises_is_disabled_with_its_plugins_name(loggers_plugin, 
     assert metrics.failures == [
         "error in logger 'raising' from plugin 'loggers-plugin' (log): OSError: disk gone"
     ]  # reported once, then disabled: close() is not called on it any more
-    assert [r.message for r in caplog.records].count(metrics.failures[0] + "; the logger is disabled, the run goes on") == 1
+    disabled = metrics.failures[0] + "; the logger is disabled, the run goes on"
+    assert [r.message for r in caplog.records].count(disabled) == 1
     assert len(ListLogger.records) == 3 and len(read_metrics("faulty")) == 3 and ListLogger.closed == 1
 
 
@@ -181,7 +182,9 @@ def test_a_run_reaches_tensorboard_and_a_third_party_logger_and_survives_a_broke
     assert received == records
 
     # the broken one: reported once, as its plugin's error; the run went on to its budget
-    message = "error in logger 'example-faulty' from plugin 'example' (log): RuntimeError: boom: the example sink is gone"
+    message = (
+        "error in logger 'example-faulty' from plugin 'example' (log): RuntimeError: boom: the example sink is gone"
+    )
     output = " ".join((result.stdout + result.stderr).split())  # the log handler may wrap long lines
     assert output.count(message) == 1, result
     assert records[-1]["env_steps"] >= 600

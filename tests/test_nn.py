@@ -18,6 +18,7 @@ from tmrl_core.nn import (
     mlp,
     polyak_update,
 )
+from tmrl_core.testing import ensemble_member, load_ensemble_members
 
 B = 7
 
@@ -100,7 +101,7 @@ def test_ensemble_mlp_matches_separate_mlps_values_and_gradients(shared_input: b
     n, sizes = 4, [6, 16, 16, 1]
     members = _separate_mlps(n, sizes)
     ensemble = EnsembleMLP(n, sizes, nn.ReLU)
-    ensemble.load_members(members)
+    load_ensemble_members(ensemble, members)
     x = torch.randn(B, 6) if shared_input else torch.randn(n, B, 6)
     x_ens, x_sep = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
 
@@ -128,7 +129,7 @@ def test_ensemble_members_subset_and_detached_params() -> None:
     subset = torch.tensor([3, 1])
     out = ensemble(x, members=subset, detach_params=True)
     for row, i in enumerate(subset.tolist()):
-        torch.testing.assert_close(out[row], ensemble.member(i)(x))
+        torch.testing.assert_close(out[row], ensemble_member(ensemble, i)(x))
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in ensemble.parameters())
@@ -147,7 +148,7 @@ def test_ensemble_linear_initialised_like_linear() -> None:
 def test_member_round_trip() -> None:
     ensemble = EnsembleMLP(3, [2, 4, 1], "tanh")
     copy = EnsembleMLP(3, [2, 4, 1], "tanh")
-    copy.load_members([ensemble.member(i) for i in range(3)])
+    load_ensemble_members(copy, [ensemble_member(ensemble, i) for i in range(3)])
     for a, b in zip(ensemble.parameters(), copy.parameters(), strict=True):
         assert torch.equal(a, b)
 

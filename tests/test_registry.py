@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 
 from tmrl_core import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, MemorySpec, TransportSpec, hookimpl
 from tmrl_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
-from tmrl_core.plugins import HOOK_NAMES, PluginManager, get_component
+from tmrl_core.plugins import HOOK_NAMES, PluginManager, Registry, get_component
+from tmrl_core.specs import SPEC_TYPES
 
 # -- in-process plugins ---------------------------------------------------------------------------------------------
 
@@ -424,3 +426,19 @@ def test_every_kind_lists_despite_the_broken_and_duplicate_plugins(tmrl_home: Pa
         assert names == sorted(names)
     assert {"pendulum", "rc-drone", "example-env"} <= set(manager.registry("env").names())
     assert "sac" in manager.registry("agent")
+
+
+def test_lookups_are_typed_for_every_kind() -> None:
+    # get_component / get / registry have one overload per kind returning that kind's spec type (for type checkers):
+    # a new kind without its overload would silently type as the base ComponentSpec.
+    for function in (get_component, PluginManager.get, PluginManager.registry):
+        typed = {}
+        for overload in typing.get_overloads(function):
+            hints = typing.get_type_hints(overload)
+            kind = typing.get_args(hints["kind"])
+            if kind:
+                typed[kind[0]] = hints["return"]
+        assert set(typed) == set(HOOK_NAMES), function
+        for kind, returned in typed.items():
+            expected = Registry[SPEC_TYPES[kind]] if function is PluginManager.registry else SPEC_TYPES[kind]
+            assert returned == expected, (function, kind)

@@ -105,7 +105,8 @@ def test_runs_reports_finished_interrupted_killed_and_failed_runs(run_tmrl, tmrl
     assert "killed, or crashed" in runs["killed"]["error"]
     assert "FileExistsError" in runs["broken"]["error"] or "NotADirectoryError" in runs["broken"]["error"]
     done = runs["done"]
-    assert done["env_steps"] >= 400 and done["training_steps"] > 0 and (done["env"], done["algo"]) == ("pendulum", "sac")
+    assert done["env_steps"] >= 400 and done["training_steps"] > 0
+    assert (done["env"], done["algo"]) == ("pendulum", "sac")
     metrics = [json.loads(line) for line in (tmrl_home / "runs" / "done" / "metrics.jsonl").read_text().splitlines()]
     assert done["env_steps"] == metrics[-1]["env_steps"] and done["training_steps"] == metrics[-1]["training_steps"]
     tests = [m["return_test"] for m in metrics if m.get("return_test") is not None]
@@ -246,7 +247,7 @@ def test_the_live_display_shows_a_sparkline_of_test_returns(tmrl_home: Path) -> 
     from tmrl_core.cli.run_cmd import ProgressDisplay
     from tmrl_core.pipeline import prepare
 
-    console = Console(force_terminal=True, width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(force_terminal=True, width=120, record=True, file=open(os.devnull, "w"))
     display = ProgressDisplay(console, prepare("pendulum", "sac"), 1)
     with display:
         for i, ret in enumerate([-1500.0, None, -1200.0, -800.0, -300.0, -150.0]):

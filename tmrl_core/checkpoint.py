@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,10 +219,10 @@ def load_state(path: str | os.PathLike[str], *, kind: str = "checkpoint") -> dic
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{what} is not a tmrl {kind} file")
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # safe_open is not a dict
     except CheckpointError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
+    except BaseException as exc:  # safetensors' Rust panics derive from BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise damaged(what, f"{type(exc).__name__}: {exc}") from None
@@ -274,7 +275,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"no weights file at {path}", hint="train first (tmrl run), or check --run-name")
     try:
         return dict(safetensors.torch.load_file(str(path)))
-    except BaseException as exc:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
+    except BaseException as exc:  # safetensors' Rust panics derive from BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise damaged(f"weights file {path}", f"{type(exc).__name__}: {exc}") from None
@@ -285,8 +286,6 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states of Python, numpy and torch (as plain data and arrays)."""
-    import random
-
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -296,8 +295,6 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
-    import random
-
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(tuple(state["numpy"]))

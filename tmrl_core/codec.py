@@ -676,7 +676,7 @@ def encode_weights(state_dict: Mapping[str, Any]) -> bytes:
         tensors[name] = tensor
     try:
         body = safetensors.torch.save(tensors)
-    except Exception as error:  # noqa: BLE001 - report what safetensors refused, with the type
+    except Exception as error:  # report what safetensors refused, with the type
         raise CodecError(f"cannot encode weights: {error}") from error
     return _pack_header(Kind.WEIGHTS, len(body)) + body
 
@@ -692,7 +692,7 @@ def decode_weights(data: bytes | bytearray | memoryview, *, max_bytes: int | Non
 
     try:
         weights = safetensors.torch.load(bytes(body))
-    except BaseException as error:  # noqa: BLE001 - safetensors' Rust panics derive from BaseException
+    except BaseException as error:  # safetensors' Rust panics derive from BaseException
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         raise CodecError(f"malformed weights: {type(error).__name__}: {error}") from None

@@ -8,15 +8,18 @@ trainer never needs a live environment.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from rtgym import DEFAULT_CONFIG_DICT, DummyRCDrone, RealTimeGymInterface
 
 from tmrl_core.errors import ConfigError
+from tmrl_core.settings.rtgym import ActBufLen, EpMaxLength, RtgymTiming
+from tmrl_core.specs import EnvSpec
 
 GYM_PREFIX = "gym:"
 
@@ -131,19 +134,12 @@ def pendulum_spaces(settings: Any = None) -> tuple[spaces.Space, spaces.Space]:
 # -- the real-time dummy RC drone (rtgym) -------------------------------------------------------------------------
 
 
-class RcDroneSettings(BaseModel):
+class RcDroneSettings(RtgymTiming):
     """Settings section ``rc_drone``: the rtgym timing knobs of the dummy RC drone."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    time_step_duration: float = Field(0.05, gt=0, description="Nominal duration of an elastic time step (s).")
-    start_obs_capture: float = Field(0.05, ge=0, description="Observation capture starts this long into a step (s).")
-    time_step_timeout_factor: float = Field(1.0, gt=0, description="Allowed elasticity, in time steps.")
-    ep_max_length: int = Field(100, ge=1, description="rtgym truncates episodes after this many steps.")
-    act_buf_len: int = Field(4, ge=1, description="Actions kept in the observation's action buffer.")
+    ep_max_length: EpMaxLength = 100
+    act_buf_len: ActBufLen = 4
     reset_act_buf: bool = Field(False, description="Fill the action buffer with default actions at every reset.")
-    wait_on_done: bool = Field(False, description="Call the interface's wait() when an episode ends.")
-    benchmark: bool = Field(False, description="Let rtgym measure its timings (env.unwrapped.benchmarks()).")
 
 
 class DummyRCDroneInterface(RealTimeGymInterface):
@@ -222,14 +218,8 @@ def rc_drone_config(settings: RcDroneSettings | None = None, seed: int | None = 
     config.update(
         interface=DummyRCDroneInterface,
         interface_kwargs={"seed": seed},
-        time_step_duration=s.time_step_duration,
-        start_obs_capture=s.start_obs_capture,
-        time_step_timeout_factor=s.time_step_timeout_factor,
-        ep_max_length=s.ep_max_length,
-        act_buf_len=s.act_buf_len,
         reset_act_buf=s.reset_act_buf,
-        wait_on_done=s.wait_on_done,
-        benchmark=s.benchmark,
+        **s.rtgym_timing(),
     )
     return config
 
@@ -252,12 +242,8 @@ def rc_drone_component_options(settings: RcDroneSettings | None = None) -> dict[
     return {"act_buf_len": s.act_buf_len}
 
 
-def gym_env_spec(name: str) -> Any:
+def gym_env_spec(name: str) -> EnvSpec:
     """An :class:`~tmrl_core.specs.EnvSpec` for ``gym:<id>`` (any registered gymnasium id)."""
-    from functools import partial
-
-    from tmrl_core.specs import EnvSpec
-
     gym_id = name[len(GYM_PREFIX) :]
     if not gym_id:
         raise ConfigError(f"environment {name!r} names no gymnasium id", hint="write e.g. --env gym:Pendulum-v1")

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
 
 from tmrl_core.errors import ConfigError, MissingExtraError, PluginError
 from tmrl_core.files import atomic_write
@@ -132,7 +133,7 @@ class JsonlLogger:
         self.path = run.folder / METRICS_FILE
         #: complete rows in the file (a partial last row, left by a kill during a write, is dropped first)
         self.rows = _complete_rows(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = open(self.path, "a", encoding="utf-8")  # closed in close()
 
     def log(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(dict(record)) + "\n")
@@ -154,7 +155,7 @@ class JsonlLogger:
         atomic_write(self.path, write)
         log.info("metrics: dropped %d rows logged after the checkpoint this run resumes from", self.rows - n)
         self.rows = n
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = open(self.path, "a", encoding="utf-8")  # closed in close()
 
     def close(self) -> None:
         if not self._file.closed:
@@ -168,7 +169,8 @@ TENSORBOARD_HINT = "pip install 'tmrl-core[tensorboard]'"
 
 class TensorBoardLogger:
     """TensorBoard event files in the run's folder: every numeric key of the record as a scalar of the same name
-    against env steps (but ``time``, which is each scalar's wall time), and the settings as hyperparameters (and as text)."""
+    against env steps (but ``time``, which is each scalar's wall time), and the settings as hyperparameters (and as
+    text)."""
 
     def __init__(self, run: RunInfo, settings: Any = None) -> None:
         try:
@@ -225,8 +227,6 @@ def wandb_has_credentials(settings: Any) -> bool:
     if key is not None or os.environ.get("WANDB_API_KEY"):
         return True
     import netrc
-    from urllib.parse import urlparse
-
     host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
     files = [os.environ["NETRC"]] if os.environ.get("NETRC") else []
     files += [os.path.join(os.path.expanduser("~"), name) for name in (".netrc", "_netrc")]
@@ -252,7 +252,9 @@ def check_wandb(settings: Any) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise MissingExtraError("logging to wandb needs the wandb package, which is not installed", hint=WANDB_INSTALL_HINT)
+        raise MissingExtraError(
+            "logging to wandb needs the wandb package, which is not installed", hint=WANDB_INSTALL_HINT
+        )
     if wandb_mode(settings) == "online" and not wandb_has_credentials(settings):
         raise ConfigError("logging to wandb online needs a wandb login, and none was found", hint=WANDB_LOGIN_HINT)
 
@@ -265,7 +267,9 @@ class WandbLogger:
         try:
             import wandb
         except ImportError as exc:
-            raise MissingExtraError(f"logging to wandb needs the wandb package ({exc})", hint=WANDB_INSTALL_HINT) from None
+            raise MissingExtraError(
+                f"logging to wandb needs the wandb package ({exc})", hint=WANDB_INSTALL_HINT
+            ) from None
         secret = settings.key.get_secret_value() if settings is not None and settings.key is not None else None
         if secret and not os.environ.get("WANDB_API_KEY"):
             os.environ["WANDB_API_KEY"] = secret
@@ -281,8 +285,10 @@ class WandbLogger:
                 mode=getattr(settings, "mode", None),
                 reinit="finish_previous",
             )
-        except Exception as exc:  # noqa: BLE001 - wandb's errors (network, auth, usage) have no common base class
-            raise PluginError(f"wandb could not start a run: {type(exc).__name__}: {exc}", hint=WANDB_LOGIN_HINT) from exc
+        except Exception as exc:  # wandb's errors (network, auth, usage) have no common base class
+            raise PluginError(
+                f"wandb could not start a run: {type(exc).__name__}: {exc}", hint=WANDB_LOGIN_HINT
+            ) from exc
 
     def log(self, record: Mapping[str, Any]) -> None:
         self.run.log(numeric(record), step=int(record.get("training_steps") or 0))

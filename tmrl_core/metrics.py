@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from tmrl_core.errors import PluginError, TmrlError
-from tmrl_core.loggers import METRICS_FILE
+from tmrl_core.loggers import METRICS_FILE, RunInfo, stamp
+from tmrl_core.paths import run_dir
 
 log = logging.getLogger("tmrl.metrics")
 
@@ -25,21 +26,6 @@ __all__ = [
     "MetricsLogger",
     "read_metrics",
 ]
-
-
-def run_dir(run_name: str, *, create: bool = True) -> Path:
-    """``<data>/runs/<run>/``."""
-    from tmrl_core.paths import subdir
-
-    path = subdir("runs", create=create) / safe_name(run_name)
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def safe_name(name: str) -> str:
-    """``name`` usable as a folder name (anything but letters, digits, ``-_.`` becomes ``_``)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "default"
 
 
 def read_metrics(run_name: str) -> list[dict[str, Any]]:
@@ -89,8 +75,6 @@ class MetricsLogger:
         env: str = "",
         algo: str = "",
     ) -> None:
-        from tmrl_core.loggers import RunInfo
-
         self.run_name = run_name
         self.folder = run_dir(run_name)
         self.path = self.folder / METRICS_FILE
@@ -142,8 +126,6 @@ class MetricsLogger:
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Give one round's record to every logger (values cleaned, ``time`` added when missing)."""
-        from tmrl_core.loggers import stamp
-
         clean = stamp(record)
         for index in reversed(range(len(self._loggers))):
             try:
@@ -196,8 +178,6 @@ def _logger_settings(settings: Any, spec: Any) -> Any:
 
 
 def _with_overrides(section: Any, overrides: dict[str, Any]) -> Any:
-    from types import SimpleNamespace
-
     from pydantic import SecretStr
 
     values = dict(section) if section is not None else {}

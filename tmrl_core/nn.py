@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tmrl_core.errors import IncompatibleComponentsError, PluginError
+from tmrl_core.specs import resolve
 
 __all__ = [
     "ACTIVATIONS",
@@ -147,8 +148,6 @@ def make_encoder(encoder: Any, observation_space: Any, **kwargs: Any) -> nn.Modu
     """
     if encoder is None:
         return FlattenEncoder(observation_space)
-    from tmrl_core.specs import resolve
-
     factory: Callable[..., Any] = resolve(encoder, what="encoder")
     module = factory(observation_space, **kwargs)
     out_features = getattr(module, "out_features", None)
@@ -223,10 +222,11 @@ class EnsembleMLP(nn.Module):
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least an input and an output size, got {list(sizes)}")
         self.n, self.sizes = n, list(sizes)
-        self._activation_cls, self._output_activation_cls = _activation(activation), _activation(output_activation)
+        #: The activation classes, so that a member can be rebuilt as a separate :func:`mlp`.
+        self.activation_cls, self.output_activation_cls = _activation(activation), _activation(output_activation)
         self.layers = nn.ModuleList(EnsembleLinear(n, sizes[j], sizes[j + 1]) for j in range(len(sizes) - 1))
-        self.activation = self._activation_cls()
-        self.output_activation = self._output_activation_cls()
+        self.activation = self.activation_cls()
+        self.output_activation = self.output_activation_cls()
 
     def forward(
         self, x: torch.Tensor, members: torch.Tensor | None = None, detach_params: bool = False
@@ -237,27 +237,6 @@ class EnsembleMLP(nn.Module):
             x = layer(x, members=members, detach_params=detach_params)
             x = self.activation(x) if j < last else self.output_activation(x)
         return x
-
-    @torch.no_grad()
-    def load_members(self, members: Sequence[nn.Sequential]) -> None:
-        """Copy the weights of ``n`` separate :func:`mlp` modules of the same shape into the ensemble."""
-        if len(members) != self.n:
-            raise ValueError(f"expected {self.n} members, got {len(members)}")
-        for i, member in enumerate(members):
-            linears = [m for m in member if isinstance(m, nn.Linear)]
-            for layer, linear in zip(self.layers, linears, strict=True):
-                layer.weight[i].copy_(linear.weight.T)
-                layer.bias[i, 0].copy_(linear.bias)
-
-    @torch.no_grad()
-    def member(self, i: int) -> nn.Sequential:
-        """Member ``i`` as a separate :func:`mlp` module (a copy of its current weights)."""
-        module = mlp(self.sizes, self._activation_cls, self._output_activation_cls)
-        linears = [m for m in module if isinstance(m, nn.Linear)]
-        for layer, linear in zip(self.layers, linears, strict=True):
-            linear.weight.copy_(layer.weight[i].T)
-            linear.bias.copy_(layer.bias[i, 0])
-        return module.to(self.layers[0].weight.device)
 
 
 class VmapEnsemble(nn.Module):

@@ -49,3 +49,16 @@ def install() -> Path:
     for name in SUBFOLDERS:
         (root / name).mkdir(exist_ok=True)
     return root
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as a folder name (anything but letters, digits, ``-_.`` becomes ``_``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "default"
+
+
+def run_dir(run_name: str, *, create: bool = True) -> Path:
+    """``<data>/runs/<run>/``, where a run's metrics, run information and local sockets live."""
+    path = subdir("runs", create=create) / safe_name(run_name)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path

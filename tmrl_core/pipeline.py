@@ -11,23 +11,33 @@ itself at the budget with every child process gone.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tmrl_core.errors import ConfigError, IncompatibleComponentsError, TmrlError
+import numpy as np
+from gymnasium import spaces
+
+from tmrl_core.errors import CheckpointError, ConfigError, IncompatibleComponentsError, TmrlError
 from tmrl_core.files import atomic_write_text
-from tmrl_core.runs import RUN_INFO_FILE
+from tmrl_core.metrics import MetricsLogger
+from tmrl_core.paths import run_dir, subdir
+from tmrl_core.plugins import get_component
+from tmrl_core.preflight import check_pipeline
+from tmrl_core.runs import RUN_INFO_FILE, write_status
+from tmrl_core.settings import Settings, load_settings
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
 
 log = logging.getLogger("tmrl.pipeline")
@@ -40,7 +50,6 @@ log = logging.getLogger("tmrl.pipeline")
 def env_spec(name: str) -> EnvSpec:
     """The env spec registered as ``name``; ``gym:<id>`` names any registered gymnasium environment."""
     from tmrl_core.envs import GYM_PREFIX, gym_env_spec
-    from tmrl_core.plugins import get_component
 
     if name.startswith(GYM_PREFIX):
         return gym_env_spec(name)
@@ -49,8 +58,6 @@ def env_spec(name: str) -> EnvSpec:
 
 def agent_spec(name: str) -> AgentSpec:
     """The agent spec registered as ``name``."""
-    from tmrl_core.plugins import get_component
-
     return get_component("agent", name)
 
 
@@ -101,19 +108,18 @@ class Pipeline:
 
     def compressor(self) -> Callable[..., Any]:
         """A fresh sample compressor (stateful compressors need one per worker)."""
-        from tmrl_core.plugins import get_component
-
         name = self.settings.training.compressor or self.env.compressor
         spec = get_component("compressor", name)
         return _call_with_options(
-            spec.load(), f"compressor {name!r}", self.component_options,
-            observation_space=self.observation_space, action_space=self.action_space,
+            spec.load(),
+            f"compressor {name!r}",
+            self.component_options,
+            observation_space=self.observation_space,
+            action_space=self.action_space,
         )
 
     def memory_factory(self) -> Callable[..., Any]:
         """``f(nb_steps=..., device=...)`` -> the replay memory."""
-        from tmrl_core.plugins import get_component
-
         name = self.settings.training.memory or self.env.memory
         spec = get_component("memory", name)
         ts = self.settings.training
@@ -187,9 +193,6 @@ def seed_everything(seed: int | None) -> None:
     """Seed Python's, numpy's and torch's global generators (``run.seed``; None leaves them random)."""
     if seed is None:
         return
-    import random
-
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -198,8 +201,6 @@ def seed_everything(seed: int | None) -> None:
 
 
 def _check_compatible(algo: str, spec: AgentSpec, action_space: Any) -> None:
-    from gymnasium import spaces
-
     kinds = {"box": spaces.Box, "discrete": spaces.Discrete}
     expected = kinds.get(spec.action_space)
     if expected is not None and not isinstance(action_space, expected):
@@ -213,12 +214,16 @@ def prepare(
     env: str,
     algo: str | None,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     overrides: Mapping[str, Any] | None = None,
     sets: Sequence[str] = (),
+    parts: Collection[str] = ("trainer", "worker"),
 ) -> Pipeline:
     """Resolve ``env`` and ``algo`` and compute the effective settings (``algo=None``: an env-only pipeline, e.g. for
     env tests; it has no actor nor agent).
+
+    Settings that cannot work on this machine for the ``parts`` that will run here (a missing device, a replay
+    memory that cannot fit) are refused now, before any process starts (:func:`~tmrl_core.preflight.check_pipeline`).
 
     Without ``settings``, they are loaded with :func:`~tmrl_core.settings.load_settings` (``overrides`` and ``sets``
     from the command line), the env spec's ``default_settings`` replacing the built-in defaults.
@@ -226,8 +231,6 @@ def prepare(
     e_spec = env_spec(env)
     a_spec = agent_spec(algo) if algo is not None else None
     if settings is None:
-        from tmrl_core.settings import load_settings
-
         settings = load_settings(
             overrides=dict(overrides or {}),
             sets=list(sets),
@@ -249,9 +252,11 @@ def prepare(
     options = {}
     if e_spec.component_options is not None:
         options = dict(resolve(e_spec.component_options, what=f"component options of env {env!r}")(env_settings))
-    return Pipeline(
+    p = Pipeline(
         env, algo, e_spec, a_spec, settings, env_settings, agent_settings, observation_space, action_space, options
     )
+    check_pipeline(p, parts=parts)
+    return p
 
 
 # -- building the three parts -----------------------------------------------------------------------------------
@@ -292,8 +297,6 @@ def build_trainer(
 
     created = metrics is None
     if metrics is None:
-        from tmrl_core.metrics import MetricsLogger
-
         metrics = MetricsLogger(p.settings.run.name, settings=p.settings, env=p.env_name, algo=p.algo_name or "")
     try:
         return Trainer(
@@ -349,16 +352,12 @@ def run_worker(p: Pipeline, worker: Any) -> None:
 
 
 def write_run_info(p: Pipeline) -> Path:
-    from tmrl_core.metrics import run_dir
-
     path = run_dir(p.settings.run.name) / RUN_INFO_FILE
     text = json.dumps(p.run_info(), indent=2)
     return atomic_write_text(path, text, fsync=False)
 
 
 def read_run_info(run_name: str) -> dict[str, Any]:
-    from tmrl_core.metrics import run_dir
-
     path = run_dir(run_name, create=False) / RUN_INFO_FILE
     try:
         return json.loads(path.read_text())
@@ -377,8 +376,6 @@ def _watch_parent(parent_pid: int) -> None:
     """End this process when its parent is gone (a SIGKILLed `tmrl run` must not leave workers behind)."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
@@ -411,13 +408,11 @@ def worker_process_main(stdin: Any = None) -> int:
     )
     import torch
 
-    from tmrl_core.settings import Settings
-
     torch.set_num_threads(1)  # a policy's forward pass on one observation gains nothing from more
     worker = None
     try:
         settings = Settings(**spec["settings"])
-        p = prepare(spec["env"], spec["algo"], settings=settings)
+        p = prepare(spec["env"], spec["algo"], settings=settings, parts=("worker",))
         seed = settings.run.seed
         seed_everything(None if seed is None else seed + 1000 * int(spec["index"]) + 1)
         worker = build_worker(p, index=int(spec["index"]), save_weights=False)
@@ -574,9 +569,6 @@ def run_local(
 
 
 def _record_status(p: Pipeline, status: str, error: str | None) -> None:
-    from tmrl_core.metrics import run_dir
-    from tmrl_core.runs import write_status
-
     try:
         write_status(run_dir(p.settings.run.name), status, error=error)
     except OSError as exc:
@@ -587,13 +579,11 @@ def evaluate_policy(
     p: Pipeline, *, episodes: int = 1, model_path: str | Path | None = None, verbose: bool = False
 ) -> list[float]:
     """Run the run's saved actor deterministically, standalone; returns the episode returns."""
-    from tmrl_core.errors import CheckpointError
-    from tmrl_core.paths import subdir
-
     path = Path(model_path) if model_path else subdir("weights", create=False) / f"{p.settings.run.name}.safetensors"
     if not path.is_file():
         raise CheckpointError(
-            f"no weights for run {p.settings.run.name!r} at {path}", hint="train it first (tmrl run), or check --run-name"
+            f"no weights for run {p.settings.run.name!r} at {path}",
+            hint="train it first (tmrl run), or check --run-name",
         )
     worker = build_worker(p, standalone=True, save_weights=False, model_path=path)
     worker.verbose = verbose

@@ -114,7 +114,9 @@ def curves(
 # -- PNG ---------------------------------------------------------------------------------------------------------------
 
 
-def write_png(panels: list[tuple[str, list[Curve]]], path: Path, *, x_label: str = "env steps", title: str = "") -> Path:
+def write_png(
+    panels: list[tuple[str, list[Curve]]], path: Path, *, x_label: str = "env steps", title: str = ""
+) -> Path:
     """One panel per metric, side by side, to ``path`` (PNG, 100 dpi, headless)."""
     try:
         import matplotlib

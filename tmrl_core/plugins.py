@@ -22,13 +22,23 @@ import threading
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import pluggy
 
 from tmrl_core import hookspecs
 from tmrl_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
-from tmrl_core.specs import SPEC_TYPES, ComponentSpec
+from tmrl_core.specs import (
+    SPEC_TYPES,
+    AgentSpec,
+    CommandSpec,
+    ComponentSpec,
+    CompressorSpec,
+    EnvSpec,
+    LoggerSpec,
+    MemorySpec,
+    TransportSpec,
+)
 
 ENTRY_POINT_GROUP = "tmrl"
 DEFAULT_PLUGINS: tuple[str, ...] = ("tmrl_core.builtins",)
@@ -108,9 +118,10 @@ class Registry(Generic[S]):
             self._specs[spec.name] = spec
             return
         self._conflicts.setdefault(spec.name, [existing]).append(spec)
-        raise self._duplicate_error(spec.name)
+        raise self.duplicate_error(spec.name)
 
-    def _duplicate_error(self, name: str) -> DuplicateComponentError:
+    def duplicate_error(self, name: str) -> DuplicateComponentError:
+        """The error for ``name``, registered more than once (a name in :meth:`conflicts`), naming every plugin."""
         plugins = [spec.plugin for spec in self._conflicts[name]]
         named = " and by ".join(f"plugin {p!r}" for p in plugins)
         return DuplicateComponentError(
@@ -126,7 +137,7 @@ class Registry(Generic[S]):
             UnknownComponentError: nobody did; the message lists the known names and suggests the closest one.
         """
         if name in self._conflicts:
-            raise self._duplicate_error(name)
+            raise self.duplicate_error(name)
         try:
             return self._specs[name]
         except KeyError:
@@ -193,7 +204,7 @@ class PluginManager:
         self.failures: list[PluginFailure] = []
         #: third-party components refused because a core or first-party plugin owns their name
         self.refused: list[RefusedComponent] = []
-        self._registries: dict[str, Registry[Any]] = {}
+        self._registries: dict[str, Registry[ComponentSpec]] = {}
         self._lock = threading.RLock()
         self._disabled = {_canonical(name) for name in _env_list(DISABLE_ENV)}
         self._third_party_off = _env_flag(DISABLE_THIRD_PARTY_ENV)
@@ -255,21 +266,21 @@ class PluginManager:
                 continue
             self._register(obj, info)
 
-    def add_plugin(self, obj: Any, *, name: str | None = None) -> PluginInfo:
+    def add_plugin(self, obj: object, *, name: str | None = None) -> PluginInfo:
         """Register an in-process plugin (an object with hook implementations) and forget collected registries.
 
         Returns its :class:`PluginInfo`; a plugin that fails validation is recorded in :attr:`failures`.
         """
-        name = name or getattr(obj, "__name__", type(obj).__name__)
+        name = str(name or getattr(obj, "__name__", type(obj).__name__))
         if name in self.infos:
             raise PluginError(f"a plugin named {name!r} is already registered", hint="give the plugin another name")
-        info = PluginInfo(name, "(in-process)", "", getattr(obj, "__module__", None) or name, False)
+        info = PluginInfo(name, "(in-process)", "", str(getattr(obj, "__module__", None) or name), False)
         with self._lock:
             self._register(obj, info)
             self._registries.clear()
         return info
 
-    def _register(self, obj: Any, info: PluginInfo) -> None:
+    def _register(self, obj: object, info: PluginInfo) -> None:
         name = info.name
         self.infos[name] = info
         try:
@@ -315,6 +326,22 @@ class PluginManager:
         return None
 
     # -- registries ----------------------------------------------------------------------------------------------
+    @overload
+    def registry(self, kind: Literal["env"]) -> Registry[EnvSpec]: ...
+    @overload
+    def registry(self, kind: Literal["agent"]) -> Registry[AgentSpec]: ...
+    @overload
+    def registry(self, kind: Literal["memory"]) -> Registry[MemorySpec]: ...
+    @overload
+    def registry(self, kind: Literal["compressor"]) -> Registry[CompressorSpec]: ...
+    @overload
+    def registry(self, kind: Literal["transport"]) -> Registry[TransportSpec]: ...
+    @overload
+    def registry(self, kind: Literal["logger"]) -> Registry[LoggerSpec]: ...
+    @overload
+    def registry(self, kind: Literal["command"]) -> Registry[CommandSpec]: ...
+    @overload
+    def registry(self, kind: str) -> Registry[ComponentSpec]: ...
     def registry(self, kind: str) -> Registry[Any]:
         """All components of ``kind`` (``env``, ``agent``, ``memory``, ``compressor``, ``transport``, ``logger``,
         ``command``)."""
@@ -329,8 +356,8 @@ class PluginManager:
                 self._registries[kind] = self._collect(kind)
             return self._registries[kind]
 
-    def _collect(self, kind: str) -> Registry[Any]:
-        registry: Registry[Any] = Registry(kind)
+    def _collect(self, kind: str) -> Registry[ComponentSpec]:
+        registry: Registry[ComponentSpec] = Registry(kind)
         spec_type = SPEC_TYPES[kind]
         hook_name = HOOK_NAMES[kind]
         hook = getattr(self._pm.hook, hook_name)
@@ -340,9 +367,9 @@ class PluginManager:
         impls = sorted(hook.get_hookimpls(), key=lambda impl: not self._trusted(impl.plugin_name))
         for impl in impls:
             plugin = impl.plugin_name
-            pending: list[Any] = []
+            pending: list[ComponentSpec] = []
 
-            def register(spec: Any, _pending: list[Any] = pending, _plugin: str = plugin) -> None:
+            def register(spec: ComponentSpec, _pending: list[ComponentSpec] = pending, _plugin: str = plugin) -> None:
                 if not isinstance(spec, spec_type):
                     raise TypeError(f"{hook_name} expects {spec_type.__name__} objects, got {type(spec).__name__}")
                 if not isinstance(spec.name, str) or not spec.name.strip():
@@ -378,7 +405,7 @@ class PluginManager:
         return info is not None and info.first_party
 
     @staticmethod
-    def _owner(registry: Registry[Any], name: str) -> Any | None:
+    def _owner(registry: Registry[ComponentSpec], name: str) -> ComponentSpec | None:
         if name not in registry or name in registry.conflicts():
             return None
         return registry.get(name)
@@ -395,7 +422,23 @@ class PluginManager:
         self.refused.append(RefusedComponent(spec, owner, reason))
         self.failures.append(PluginFailure(spec.plugin, "register", reason))
 
-    def get(self, kind: str, name: str) -> Any:
+    @overload
+    def get(self, kind: Literal["env"], name: str) -> EnvSpec: ...
+    @overload
+    def get(self, kind: Literal["agent"], name: str) -> AgentSpec: ...
+    @overload
+    def get(self, kind: Literal["memory"], name: str) -> MemorySpec: ...
+    @overload
+    def get(self, kind: Literal["compressor"], name: str) -> CompressorSpec: ...
+    @overload
+    def get(self, kind: Literal["transport"], name: str) -> TransportSpec: ...
+    @overload
+    def get(self, kind: Literal["logger"], name: str) -> LoggerSpec: ...
+    @overload
+    def get(self, kind: Literal["command"], name: str) -> CommandSpec: ...
+    @overload
+    def get(self, kind: str, name: str) -> ComponentSpec: ...
+    def get(self, kind: str, name: str) -> ComponentSpec:
         """The spec of ``kind`` named ``name``.
 
         Raises:
@@ -411,10 +454,10 @@ class PluginManager:
 
     def duplicates(self) -> list[DuplicateComponentError]:
         """One error per name registered more than once (all kinds are collected)."""
-        errors = []
+        errors: list[DuplicateComponentError] = []
         for kind in HOOK_NAMES:
             registry = self.registry(kind)
-            errors.extend(registry._duplicate_error(name) for name in sorted(registry.conflicts()))
+            errors.extend(registry.duplicate_error(name) for name in sorted(registry.conflicts()))
         return errors
 
     def components_of(self, plugin: str) -> list[ComponentSpec]:
@@ -469,6 +512,22 @@ def reset_plugin_manager() -> None:
     set_plugin_manager(None)
 
 
-def get_component(kind: str, name: str) -> Any:
-    """Shortcut for ``get_plugin_manager().get(kind, name)``."""
+@overload
+def get_component(kind: Literal["env"], name: str) -> EnvSpec: ...
+@overload
+def get_component(kind: Literal["agent"], name: str) -> AgentSpec: ...
+@overload
+def get_component(kind: Literal["memory"], name: str) -> MemorySpec: ...
+@overload
+def get_component(kind: Literal["compressor"], name: str) -> CompressorSpec: ...
+@overload
+def get_component(kind: Literal["transport"], name: str) -> TransportSpec: ...
+@overload
+def get_component(kind: Literal["logger"], name: str) -> LoggerSpec: ...
+@overload
+def get_component(kind: Literal["command"], name: str) -> CommandSpec: ...
+@overload
+def get_component(kind: str, name: str) -> ComponentSpec: ...
+def get_component(kind: str, name: str) -> ComponentSpec:
+    """Shortcut for ``get_plugin_manager().get(kind, name)``; a literal ``kind`` gives that kind's spec type."""
     return get_plugin_manager().get(kind, name)

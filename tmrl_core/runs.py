@@ -114,7 +114,7 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     """The records of a ``metrics.jsonl``, streamed (a line that does not parse, e.g. one cut by a crash, is
     skipped)."""
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        f = open(path, encoding="utf-8")  # closed below
     except OSError:
         return
     with f:

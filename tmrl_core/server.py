@@ -1,8 +1,5 @@
 """The Server: the rendezvous point that relays sample buffers from the workers to the trainer and the trainer's
 weights to every worker. It is the only part that a transport may expose to the network.
-
-Also the small helpers that the worker, the server and the trainer share: :func:`settings_or_load`,
-:func:`make_transport` and :func:`resolve_device`.
 """
 
 from __future__ import annotations
@@ -11,59 +8,14 @@ import logging
 import threading
 from typing import Any
 
+from tmrl_core.settings import Settings, settings_or_load
+from tmrl_core.transport.base import Transport
+from tmrl_core.transport.factory import make_transport
+
 log = logging.getLogger("tmrl.server")
 
 #: Keyword arguments of the original tmrl Server that have no effect here (kept so that old scripts still run).
 _IGNORED_LEGACY = ("min_samples_per_server_packet", "local_port", "header_size")
-
-
-def settings_or_load(settings: Any = None) -> Any:
-    """``settings``, or the effective settings (config file, ``TMRL_*`` variables) when it is None."""
-    if settings is not None:
-        return settings
-    from tmrl_core.settings import load_settings
-
-    return load_settings()
-
-
-def resolve_device(device: str | None) -> str:
-    """``auto`` (or None) -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
-def make_transport(
-    settings: Any,
-    *,
-    server_ip: str | None = None,
-    server_port: int | None = None,
-    password: str | None = None,
-    security: str | None = None,
-    transport: str | None = None,
-    **server_overrides: Any,
-) -> Any:
-    """Build the transport named by ``transport`` (default ``server.transport``), with the ``server`` section
-    updated by the legacy arguments (``security="TLS"`` turns ``server.tls`` on)."""
-    from tmrl_core.plugins import get_component
-    from tmrl_core.settings import ServerSettings
-
-    updates: dict[str, Any] = dict(server_overrides)
-    if server_ip is not None:
-        updates["host"] = server_ip
-    if server_port is not None:
-        updates["port"] = int(server_port)
-    if password is not None:
-        updates["password"] = password
-    if security is not None:
-        updates["tls"] = str(security).upper() == "TLS"
-    server_settings = settings.server
-    if updates:
-        server_settings = ServerSettings.model_validate({**server_settings.model_dump(), **updates})
-    spec = get_component("transport", transport or server_settings.transport)
-    return spec.load()(server_settings, run_name=settings.run.name)
 
 
 class Server:
@@ -89,8 +41,8 @@ class Server:
         max_workers: int | None = None,
         keys_dir: str | None = None,
         *,
-        settings: Any = None,
-        transport: Any = None,
+        settings: Settings | None = None,
+        transport: Transport | str | None = None,
         **legacy: Any,
     ) -> None:
         unknown = set(legacy) - set(_IGNORED_LEGACY)

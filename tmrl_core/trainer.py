@@ -32,8 +32,15 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from tmrl_core import checkpoint as ckpt
 from tmrl_core.buffer import Buffer
+from tmrl_core.devices import resolve_device
 from tmrl_core.errors import CheckpointError, DamagedStateError, TmrlError
 from tmrl_core.files import remove_stale_temporaries
+from tmrl_core.metrics import MetricsLogger
+from tmrl_core.paths import run_dir, subdir
+from tmrl_core.runs import write_status
+from tmrl_core.settings import Settings, settings_or_load
+from tmrl_core.transport.base import Transport
+from tmrl_core.transport.factory import make_transport
 
 log = logging.getLogger("tmrl.trainer")
 
@@ -121,13 +128,11 @@ class TorchTrainingOffline:
     start_training: int | None = None
     device: str | None = None
     max_env_steps: int | None = None
-    settings: Any = field(default=None, repr=False)
+    settings: Settings | None = field(default=None, repr=False)
     thread_tuner: Any = field(default=None, repr=False)
     when_behind: str | None = None
 
     def __post_init__(self) -> None:
-        from tmrl_core.server import resolve_device, settings_or_load
-
         ts = settings_or_load(self.settings).training
         for name, key in (
             ("epochs", "epochs"),
@@ -449,16 +454,13 @@ class Trainer:
         dump_run_instance_fn: Callable[[Any, str], None] | None = None,
         load_run_instance_fn: Callable[[str], Any] | None = None,
         *,
-        settings: Any = None,
-        transport: Any = None,
-        metrics: Any = None,
+        settings: Settings | None = None,
+        transport: Transport | str | bool | None = None,
+        metrics: MetricsLogger | None = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
         close_metrics: bool = False,
     ) -> None:
-        from tmrl_core.paths import subdir
-        from tmrl_core.server import make_transport, settings_or_load
-
         self.settings = settings = settings_or_load(settings)
         self.run_name = settings.run.name
         if model_path is _DEFAULT:
@@ -484,8 +486,6 @@ class Trainer:
 
         self._own_metrics = metrics is None or close_metrics
         if metrics is None:
-            from tmrl_core.metrics import MetricsLogger
-
             metrics = MetricsLogger(self.run_name, settings=settings)
         self.metrics = metrics
         if self._metrics_rows is not None and callable(getattr(metrics, "keep_rows", None)):
@@ -643,9 +643,6 @@ class Trainer:
 
     def _write_status(self, status: str, error: str | None = None) -> None:
         """``<data>/runs/<run>/status.json`` (what ``tmrl runs`` shows); a failure to write it only warns."""
-        from tmrl_core.metrics import run_dir
-        from tmrl_core.runs import write_status
-
         try:
             write_status(run_dir(self.run_name), status, error=error)
         except OSError as exc:
@@ -655,8 +652,6 @@ class Trainer:
         self, entity: str | None = None, project: str | None = None, run_id: str | None = None, key: str | None = None
     ) -> list[dict[str, Any]]:
         """:meth:`run`, logging every round to wandb as well."""
-        from tmrl_core.metrics import MetricsLogger
-
         if self._own_metrics:
             self.metrics.close()
         self.metrics = MetricsLogger(

@@ -32,8 +32,15 @@ import numpy as np
 
 from tmrl_core.agents import ActorModule, TorchActorModule
 from tmrl_core.buffer import Buffer
+from tmrl_core.checkpoint import load_weights, save_weights
+from tmrl_core.compression import CrcRecorder
+from tmrl_core.devices import resolve_device
 from tmrl_core.envs import carried_action_buffer, is_realtime, reset_action, restore_action_buffer
 from tmrl_core.errors import ActionShapeError, CheckpointError
+from tmrl_core.paths import subdir
+from tmrl_core.settings import Settings, settings_or_load
+from tmrl_core.transport.base import Transport
+from tmrl_core.transport.factory import make_transport
 
 log = logging.getLogger("tmrl.worker")
 
@@ -104,15 +111,13 @@ class RolloutWorker:
         verbose: bool = True,
         expert: bool | None = None,
         *,
-        settings: Any = None,
-        transport: Any = None,
+        settings: Settings | None = None,
+        transport: Transport | None = None,
         name: str | None = None,
         seed: int | None = None,
         save_weights: bool = True,
         actor_origin: str | None = None,
     ) -> None:
-        from tmrl_core.server import make_transport, resolve_device, settings_or_load
-
         self.settings = settings = settings_or_load(settings)
         ws = settings.worker
         self.run_name = settings.run.name
@@ -130,8 +135,6 @@ class RolloutWorker:
         self.actor_origin = actor_origin
         self._seed = seed if seed is not None else settings.run.seed
 
-        from tmrl_core.paths import subdir
-
         weights_dir = subdir("weights", create=False)
         self.model_path = Path(model_path) if model_path is not None else weights_dir / f"{self.run_name}.safetensors"
         self.model_path_history = (
@@ -140,9 +143,7 @@ class RolloutWorker:
 
         self.env = env_cls()
         self.realtime = is_realtime(self.env)
-        self.actor = actor_module_cls(
-            observation_space=self.env.observation_space, action_space=self.env.action_space
-        )
+        self.actor = actor_module_cls(observation_space=self.env.observation_space, action_space=self.env.action_space)
         if isinstance(self.actor, TorchActorModule):
             self.actor = self.actor.to(self.device)
         # rtgym's action buffer as the last recorded episode left it, and whether an unrecorded episode ran since
@@ -158,8 +159,6 @@ class RolloutWorker:
         self.buffer = Buffer(maxlen=ws.buffers_maxlen)
         self._crc = None
         if self.crc_debug:
-            from tmrl_core.compression import CrcRecorder
-
             self._crc = CrcRecorder()
         self.models_received = 0
         self.env_steps = 0
@@ -179,8 +178,6 @@ class RolloutWorker:
     # -- weights ---------------------------------------------------------------------------------------------------
     @staticmethod
     def _read_weights_file(path: Path) -> dict[str, Any]:
-        from tmrl_core.checkpoint import load_weights
-
         return load_weights(path)
 
     def _load_weights(self, weights: Any) -> None:
@@ -220,8 +217,6 @@ class RolloutWorker:
 
     @staticmethod
     def _save(path: Path, weights: Any) -> None:
-        from tmrl_core.checkpoint import save_weights
-
         try:
             save_weights(path, weights)
         except OSError as exc:  # a full disk must not stop acting

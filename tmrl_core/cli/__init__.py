@@ -3,15 +3,17 @@
 Each command module imports its heavy dependencies (torch, gymnasium, a plugin's code) inside the command body, so
 ``tmrl --help`` and ``tmrl plugins`` stay instant and never import torch (a test holds that).
 
-A command module exposes ``register(app)``; :func:`_register_commands` calls it for the core's modules (those of later
-milestones only if present) and mounts the command groups that plugins register through ``tmrl_register_commands``.
-A module or plugin group that fails to load becomes a command that reports the failure, and the rest keeps working.
+A command module exposes ``register(app)``; :func:`_register_commands` calls it for the core's modules and mounts
+the command groups that plugins register through ``tmrl_register_commands``. A module or plugin group that fails to
+load becomes a command that reports the failure, and the rest keeps working.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -130,16 +132,10 @@ def _register_commands() -> None:
 
 
 def _register_core_module(module_name: str) -> None:
-    """Register a core command module; one that is absent is skipped, one that is broken is reported on use."""
-    import importlib
-
+    """Register a core command module; one that is missing or broken (a packaging error) is reported on use."""
     try:
         module = importlib.import_module(module_name)
         module.register(app)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return  # a command of a later milestone
-        _report_broken_module(module_name, exc)
     except Exception as exc:  # noqa: BLE001 - a broken command module must not take the whole CLI down
         _report_broken_module(module_name, exc)
 
@@ -204,8 +200,6 @@ def _register_plugin_commands() -> None:
 def render_error(exc: BaseException, debug: bool) -> int:
     """Print a user error as one message with a hint; the traceback only with --debug. Returns the exit status."""
     if debug:
-        import traceback
-
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, TmrlError):
         typer.secho(f"Error: {exc.message}", fg=typer.colors.RED, err=True)

@@ -9,6 +9,9 @@ from typing import Any, Optional
 import typer
 
 from tmrl_core.cli import set_option
+from tmrl_core.errors import ConfigError
+from tmrl_core.paths import SUBFOLDERS, config_file
+from tmrl_core.paths import install as do_install
 
 config_app = typer.Typer(
     help="Show, create, locate and migrate the settings file.",
@@ -25,8 +28,6 @@ def register(app: typer.Typer) -> None:
 @config_app.command("path")
 def path() -> None:
     """Print where the config file is (it may not exist yet)."""
-    from tmrl_core.paths import config_file
-
     typer.echo(str(config_file()))
 
 
@@ -49,7 +50,6 @@ def show(
     Core sections are listed in full; a plugin's section is listed in full when PREFIX names it or with --all, else
     with the keys that are set. Secrets are shown as ****.
     """
-    from tmrl_core.errors import ConfigError
     from tmrl_core.settings import load_settings, plugin_settings_models, settings_provenance
 
     settings = load_settings(sets=sets)
@@ -93,8 +93,6 @@ def _matches(key: str, prefix: str | None) -> bool:
 
 
 def _config_file() -> Path:
-    from tmrl_core.paths import config_file
-
     return config_file()
 
 
@@ -104,7 +102,6 @@ def init(
     plugins: bool = typer.Option(False, "--plugins", help="Also write the default sections of every installed plugin."),
 ) -> None:
     """Write a config file with every default value (refuses to overwrite one without --force)."""
-    from tmrl_core.errors import ConfigError
     from tmrl_core.settings import backup_path, default_config, plugin_settings_models, write_config_file
 
     target = _config_file()
@@ -167,9 +164,6 @@ def _masked(data: Any, key: str = "") -> Any:
 
 def install() -> None:
     """Create the data folder (~/TmrlData or $TMRL_HOME) and its subfolders, and say where it is."""
-    from tmrl_core.paths import SUBFOLDERS
-    from tmrl_core.paths import install as do_install
-
     root = do_install()
     typer.echo(f"tmrl data folder: {root}")
     for name in SUBFOLDERS:

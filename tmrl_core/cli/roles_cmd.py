@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from tmrl_core.cli import log_option, logging_overrides, set_option
+from tmrl_core.cli import log_option, logging_overrides, set_option, settings_from_cli
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
 OptStr = Optional[str]  # noqa: UP045
@@ -60,7 +60,6 @@ def server(
     sets: list[str] = set_option(),
 ) -> None:
     """Run the server: relays samples from the workers to the trainer and weights to the workers, until Ctrl-C."""
-    from tmrl_core.cli import settings_from_cli
     from tmrl_core.server import Server
 
     _logging(verbose, "server")
@@ -106,7 +105,7 @@ def trainer(
         "server": {"transport": transport, "host": host, "port": port},
         **logging_overrides(log, wandb),
     }
-    p = prepare(env, algo, overrides=overrides, sets=sets)
+    p = prepare(env, algo, overrides=overrides, sets=sets, parts=("trainer",))
     from tmrl_core.placement import place_trainer
 
     # its workers run on other machines (or as other commands, which the OS schedules): every core trains
@@ -155,7 +154,7 @@ def worker(
         "worker": {"expert": True if expert else None},
         "server": {"transport": transport, "host": host, "port": port},
     }
-    p = prepare(env, algo, overrides=overrides, sets=sets)
+    p = prepare(env, algo, overrides=overrides, sets=sets, parts=("worker",))
     import torch
 
     torch.set_num_threads(1)  # one observation per forward pass: more threads only take cores from a local trainer

@@ -13,6 +13,8 @@ from typing import Any, Optional
 import typer
 
 from tmrl_core.cli import log_option, logging_overrides, set_option
+from tmrl_core.errors import ConfigError
+from tmrl_core.paths import run_dir, subdir
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
 OptStr = Optional[str]  # noqa: UP045
@@ -95,9 +97,6 @@ def run(
         f"{time.monotonic() - t0:.0f} s: {last.get('env_steps', 0)} env steps, {last.get('training_steps', 0)} "
         f"training steps{' (resumed)' if result.resumed else ''}"
     )
-    from tmrl_core.metrics import run_dir
-    from tmrl_core.paths import subdir
-
     console.print(f"weights: {subdir('weights', create=False) / (s.run.name + '.safetensors')}")
     console.print(f"metrics: {run_dir(s.run.name, create=False) / 'metrics.jsonl'}")
     console.print(f"test it: tmrl test --env {env} --run-name {s.run.name}")
@@ -123,8 +122,6 @@ def test(
     _setup_logging(False)
     info = read_run_info(run_name)
     if info.get("env") != env:
-        from tmrl_core.errors import ConfigError
-
         raise ConfigError(
             f"run {run_name!r} was trained on env {info.get('env')!r}, not {env!r}", hint=f"use --env {info.get('env')}"
         )
@@ -133,7 +130,7 @@ def test(
     overrides["run"] = {"name": run_name, "seed": seed}
     if episodes is not None:
         overrides["training"] = {**overrides.get("training", {}), "test_episodes": episodes}
-    p = prepare(env, algo or info["algo"], overrides=overrides, sets=sets)
+    p = prepare(env, algo or info["algo"], overrides=overrides, sets=sets, parts=("worker",))
     returns = evaluate_policy(p, episodes=max(1, p.settings.training.test_episodes))
     for i, ret in enumerate(returns):
         typer.echo(f"episode {i}: return {ret:.2f}")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from tmrl_core.buffer import Buffer
+from tmrl_core.compression import check_transition_crc
 
 
 class TorchMemory(ABC):
@@ -128,8 +129,6 @@ class TorchMemory(ABC):
     def __getitem__(self, item: int) -> tuple[Any, ...]:
         prev_obs, act, rew, new_obs, terminated, truncated, info = self.get_transition(item)
         if self.crc_debug:
-            from tmrl_core.compression import check_transition_crc
-
             check_transition_crc(prev_obs, act, rew, new_obs, terminated, truncated, info)
         if self.sample_preprocessor is not None:
             prev_obs, act, rew, new_obs, terminated, truncated = self.sample_preprocessor(

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from tmrl_core import codec
 from tmrl_core.buffer import Buffer
+from tmrl_core.errors import CheckpointError
 from tmrl_core.memory.base import TorchMemory
 
 
@@ -47,8 +49,6 @@ class GenericTorchMemory(TorchMemory):
     def state_dict(self) -> dict[str, Any]:
         """The samples encoded with the wire codec (one uint8 array: samples must be codec values), the sampler's
         RNG state and the statistics."""
-        from tmrl_core import codec
-
         return {
             "format": "tmrl-generic-memory",
             "version": 1,
@@ -62,9 +62,6 @@ class GenericTorchMemory(TorchMemory):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from tmrl_core import codec
-        from tmrl_core.errors import CheckpointError
-
         if state.get("format") != "tmrl-generic-memory" or state.get("version") != 1:
             raise CheckpointError("not a GenericTorchMemory state", hint="was it written by another memory?")
         self.samples, self.done = [], []

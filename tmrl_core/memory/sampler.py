@@ -65,7 +65,7 @@ class PrefetchSampler(Generic[Drawn, Batch]):
         self._pending = None
         try:
             future.result()
-        except Exception:  # noqa: BLE001 - the batch is discarded anyway; sample() would raise again if it matters
+        except Exception:  # the batch is discarded anyway; sample() would raise again if it matters
             logger.debug("discarded prefetched batch raised", exc_info=True)
         self.rng.bit_generator.state = state
 

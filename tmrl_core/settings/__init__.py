@@ -52,9 +52,19 @@ from tmrl_core.settings.provenance import (
     SettingOrigin,
     settings_provenance,
 )
-from tmrl_core.settings.sources import RESERVED_ENV_VARS, load_settings, plugin_settings_models
+from tmrl_core.settings.rtgym import (
+    ActBufLen,
+    Benchmark,
+    EpMaxLength,
+    RtgymTiming,
+    StartObsCapture,
+    TimeStepDuration,
+    TimeStepTimeoutFactor,
+    WaitOnDone,
+)
+from tmrl_core.settings.sources import RESERVED_ENV_VARS, load_settings, plugin_settings_models, settings_or_load
 from tmrl_core.settings.tree import MASK, KeyPath, is_secret_name, jsonable
-from tmrl_core.settings.validation import validate_model
+from tmrl_core.settings.validation import coerce_section, validate_model
 
 # The names below were private helpers of the single-module settings; tests and the CLI imported them.
 _jsonable = jsonable
@@ -62,6 +72,13 @@ _is_secret_name = is_secret_name
 _validate_model = validate_model
 
 __all__ = [
+    "ActBufLen",
+    "Benchmark",
+    "EpMaxLength",
+    "StartObsCapture",
+    "TimeStepDuration",
+    "TimeStepTimeoutFactor",
+    "WaitOnDone",
     "CLI_SOURCE",
     "CONFIG_VERSION",
     "CORE_SECTIONS",
@@ -75,6 +92,7 @@ __all__ = [
     "CheckpointSettings",
     "LoggingSettings",
     "KeyPath",
+    "RtgymTiming",
     "RunSettings",
     "Section",
     "ServerSettings",
@@ -84,6 +102,7 @@ __all__ = [
     "WandbSettings",
     "WorkerSettings",
     "backup_path",
+    "coerce_section",
     "default_config",
     "is_original_config",
     "is_secret_name",
@@ -91,6 +110,7 @@ __all__ = [
     "load_settings",
     "plugin_settings_models",
     "read_config_file",
+    "settings_or_load",
     "settings_provenance",
     "validate_model",
     "write_config_file",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tmrl_core.errors import ConfigError
@@ -15,6 +16,19 @@ from tmrl_core.settings.validation import M, validate_model
 
 #: Version of the config file layout written by ``tmrl config init`` (the file's ``"version"`` key).
 CONFIG_VERSION = 1
+
+#: A torch device as the settings name it; whether it exists on this machine is checked before a run starts
+#: (:func:`tmrl_core.devices.check_device`), since that needs torch.
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def _device_name(value: str) -> str:
+    if not _DEVICE.fullmatch(value.strip()):
+        raise ValueError("a device name: auto, cpu, cuda, cuda:N (N a GPU index) or mps")
+    return value.strip()
+
+
+Device = Annotated[str, AfterValidator(_device_name)]
 
 
 class Section(BaseModel):
@@ -30,7 +44,10 @@ class RunSettings(Section):
     reset_training: bool = Field(
         False, description="Start training from scratch even if a checkpoint exists for this run (RESET_TRAINING)."
     )
-    seed: int | None = Field(None, description="Seed for numpy, torch and the environments (None: random).")
+    # numpy's global generator takes seeds below 2**32; a negative seed is refused by numpy and gymnasium alike.
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Seed for numpy, torch and the environments (None: random)."
+    )
 
 
 class ServerSettings(Section):
@@ -65,7 +82,7 @@ class WorkerSettings(Section):
     """RolloutWorker settings."""
 
     count: int = Field(1, ge=1, description="Number of worker processes started by `tmrl run` (--workers).")
-    device: str = Field("cpu", description="Device for inference: cpu, cuda, cuda:N, or auto (CUDA_INFERENCE).")
+    device: Device = Field("cpu", description="Device for inference: cpu, cuda, cuda:N, mps or auto (CUDA_INFERENCE).")
     buffers_maxlen: int = Field(
         500_000, ge=1, description="Most samples in a worker's local buffer before sending (BUFFERS_MAXLEN)."
     )
@@ -81,6 +98,17 @@ class WorkerSettings(Section):
     )
     expert: bool = Field(False, description="Send samples but ignore weights from the server (--expert).")
     crc_debug: bool = Field(False, description="Send full transitions along with samples and check rebuilt ones.")
+
+    @model_validator(mode="after")
+    def _episode_fits_in_buffer(self) -> WorkerSettings:
+        # A worker sends whole episodes: a buffer shorter than one would drop the oldest samples of every episode.
+        needed = self.max_samples_per_episode + 1  # the reset sample, then one per step
+        if self.buffers_maxlen < needed:
+            raise ValueError(
+                f"worker.buffers_maxlen ({self.buffers_maxlen}) must hold a whole episode: at least "
+                f"worker.max_samples_per_episode + 1 = {needed} samples (the reset sample and one per step)"
+            )
+        return self
 
 
 class TrainingSettings(Section):
@@ -100,7 +128,7 @@ class TrainingSettings(Section):
     update_buffer_interval: int = Field(200, ge=1, description="Collect received samples every N training steps.")
     memory_size: int = Field(1_000_000, ge=1, description="Replay memory capacity in transitions (MEMORY_SIZE).")
     batch_size: int = Field(256, ge=1, description="Training batch size (BATCH_SIZE).")
-    device: str = Field("auto", description="Training device: auto, cpu, cuda, cuda:N (CUDA_TRAINING).")
+    device: Device = Field("auto", description="Training device: auto, cpu, cuda, cuda:N, mps (CUDA_TRAINING).")
     memory: str | None = Field(None, description="Replay memory plugin; None uses the environment's default.")
     compressor: str | None = Field(None, description="Sample compressor; None uses the environment's default.")
     dataset_path: Path | None = Field(None, description="Offline dataset that seeds the replay memory at start.")
@@ -117,6 +145,15 @@ class TrainingSettings(Section):
         " (the ratio falls), 'wait' holds workers between episodes until training catches up.",
     )
     test_episodes: int = Field(1, ge=0, description="Test episodes run by `tmrl test`.")
+
+    @model_validator(mode="after")
+    def _batch_fits_in_memory(self) -> TrainingSettings:
+        if self.batch_size > self.memory_size:
+            raise ValueError(
+                f"training.batch_size ({self.batch_size}) cannot exceed training.memory_size ({self.memory_size}): "
+                "a batch is drawn from the replay memory"
+            )
+        return self
 
 
 class CheckpointSettings(Section):

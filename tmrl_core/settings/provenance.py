@@ -32,6 +32,24 @@ def source_of(origins: Mapping[KeyPath, str], path: KeyPath) -> str:
     return DEFAULT_SOURCE
 
 
+def _precedence(source: str) -> int:
+    if source == CLI_SOURCE:
+        return 5
+    if source == SET_SOURCE:
+        return 4
+    if source.startswith(ENV_PREFIX):
+        return 3
+    if source == DEFAULT_SOURCE:
+        return 0
+    return 1 if source.startswith("defaults of") or source == "component defaults" else 2  # else: a file
+
+
+def strongest_source(sources: Iterable[str]) -> str:
+    """The source of highest precedence among ``sources``: for an error about several keys, the likeliest culprit
+    is the value given last."""
+    return max(sources, key=_precedence, default=DEFAULT_SOURCE)
+
+
 def describe_source(source: str) -> str:
     if source == DEFAULT_SOURCE:
         return "the default"

@@ -168,10 +168,34 @@ def _check_sections(data: dict[str, Any], origins: Mapping[KeyPath, str], plugin
         )
 
 
+def _refuse_scalar_parent(data: dict[str, Any], origins: Mapping[KeyPath, str], path: KeyPath) -> None:
+    """A section (or nested object) that an earlier source set to a plain value is an error, even when a later
+    source sets one of its keys: merging would otherwise replace the bad value silently (``{"training": 5}`` in the
+    config file, then ``--env-steps``)."""
+    node: Any = data
+    for depth, key in enumerate(path[:-1], start=1):
+        if not isinstance(node, dict) or key not in node:
+            return
+        node = node[key]
+        if not isinstance(node, dict):
+            where = path[:depth]
+            dotted = ".".join(where)
+            raise ConfigError(
+                f"bad value for {dotted}: {node!r} (from {describe_source(source_of(origins, where))}); "
+                "expected an object of keys and values",
+                hint=f"set one key at a time, e.g. --set {dotted}.KEY=VALUE",
+            )
+
+
 def _known_plugin_sections(manager: PluginManager | None) -> set[str]:
     if manager is None:
         manager = get_plugin_manager()
     return set(manager.settings_sections())
+
+
+def settings_or_load(settings: Settings | None = None) -> Settings:
+    """``settings``, or the effective settings (config file, ``TMRL_*`` variables) when it is None."""
+    return settings if settings is not None else load_settings()
 
 
 def load_settings(
@@ -218,6 +242,7 @@ def load_settings(
     strings: dict[KeyPath, str] = {}
     for layer in layers:
         for leaf, value in leaves(layer.data):
+            _refuse_scalar_parent(data, origins, leaf)
             assign(data, origins, strings, leaf, value, layer.origins[leaf])
         strings.update(layer.strings)
 

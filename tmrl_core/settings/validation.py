@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 
 from tmrl_core.errors import ConfigError
-from tmrl_core.settings.provenance import describe_source, source_of
+from tmrl_core.settings.provenance import describe_source, source_of, strongest_source
 from tmrl_core.settings.tree import MASK, KeyPath, is_secret_name, walk
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,6 +85,13 @@ def config_error(
                 hints.append(f"known keys of {where}: {', '.join(known)}")
         elif err["type"] == "missing":
             problems.append(f"missing key {dotted}: it has no default and must be set")
+        elif isinstance(value, dict) and err["type"] in ("value_error", "assertion_error"):
+            # a model's own check across its keys (e.g. two timings that contradict each other)
+            # the keys the check names (e.g. batch_size and memory_size): the culprit is the one given last
+            section = _model_at(model, path)
+            named = [key for key in (section.model_fields if section else ()) if re.search(rf"\b{key}\b", err["msg"])]
+            source = describe_source(strongest_source(source_of(origins, (*prefix, *path, key)) for key in named))
+            problems.append(f"invalid settings in {dotted or model.__name__} (from {source}): {_expected(err['msg'])}")
         else:
             shown = MASK if _is_secret_field(model, path) else repr(value)
             problems.append(f"bad value for {dotted}: {shown} (from {source}); expected {_expected(err['msg'])}")
@@ -145,3 +153,32 @@ def validate_model(
             else:
                 reported.append((err, data))
         raise config_error(reported, model, origins, prefix)
+
+
+def coerce_section(
+    settings: BaseModel | Mapping[str, Any] | None, model: type[M], *, section: str | None = None, **overrides: Any
+) -> M:
+    """``settings`` as an instance of ``model``, with ``overrides`` applied: for factories that accept a validated
+    section, a plain dict of its fields, another model's instance or None (the defaults).
+
+    An override of a nested section given as a dict is merged into it (``sim={"track": "oval"}`` changes one key).
+
+    Raises:
+        ConfigError: a bad value or an unknown key; the message names the key (prefixed by ``section`` if given).
+    """
+    if isinstance(settings, model) and not overrides:
+        return settings
+    if settings is None:
+        data: dict[str, Any] = {}
+    elif isinstance(settings, BaseModel):
+        data = settings.model_dump()
+    else:
+        data = dict(settings)
+    for key, value in overrides.items():
+        current = data.get(key)
+        if isinstance(value, Mapping) and isinstance(current, (Mapping, BaseModel)):
+            base = current.model_dump() if isinstance(current, BaseModel) else dict(current)
+            data[key] = {**base, **value}
+        else:
+            data[key] = value
+    return validate_model(model, data, {}, {}, prefix=(section,) if section else ())

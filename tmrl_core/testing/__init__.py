@@ -31,6 +31,8 @@ _LAZY: dict[str, str] = {
     "make_weights": "tmrl_core.testing.transport_contract",
     "weights_version": "tmrl_core.testing.transport_contract",
     "wait_for": "tmrl_core.testing.transport_contract",
+    "ensemble_member": "tmrl_core.testing.ensembles",
+    "load_ensemble_members": "tmrl_core.testing.ensembles",
 }
 
 __all__ = list(_LAZY)

@@ -24,9 +24,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 from tmrl_core.agents import ActorModule
 from tmrl_core.buffer import Buffer
+from tmrl_core.envs import is_realtime
+from tmrl_core.worker import RolloutWorker
 
 
 class RandomActor(ActorModule):
@@ -41,8 +44,6 @@ class RandomActor(ActorModule):
 
 
 def _contains(space: Any, obs: Any) -> bool:
-    from gymnasium import spaces
-
     if isinstance(space, spaces.Tuple):
         return isinstance(obs, (tuple, list)) and len(obs) == len(space.spaces) and all(
             _contains(s, o) for s, o in zip(space.spaces, obs, strict=True)
@@ -83,8 +84,6 @@ class EnvContract:
     def test_the_spec_describes_the_env(self, pipeline: Any, env: Any) -> None:
         assert env.observation_space == pipeline.observation_space, "EnvSpec.spaces disagrees with the env"
         assert env.action_space == pipeline.action_space, "EnvSpec.spaces disagrees with the env"
-        from tmrl_core.envs import is_realtime
-
         assert pipeline.env.realtime == is_realtime(env), "EnvSpec.realtime must say whether the env is rtgym's"
 
     def test_reset_and_step_follow_gymnasium(self, env: Any) -> None:
@@ -103,8 +102,6 @@ class EnvContract:
                     break
 
     def _worker(self, pipeline: Any, crc: bool) -> Any:
-        from tmrl_core import RolloutWorker
-
         return RolloutWorker(
             env_cls=pipeline.env_factory(),
             actor_module_cls=RandomActor,

@@ -32,6 +32,7 @@ Timeouts are generous (``delivery_timeout``): the contract checks behaviour, not
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -291,8 +292,6 @@ class TransportContract:
         trainer = self.trainer(transport, parts)
         worker = self.worker(transport, parts, "w0")
         self.connect_worker(trainer, worker, 1)
-        import pickle
-
         attempts = [b"", b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 8, pickle.dumps(Buffer())]
         if not all([self.send_raw(transport, data) for data in attempts]):
             pytest.skip("this transport has no raw connection to test")

@@ -54,7 +54,7 @@ def local_address(run_name: str, port: int) -> tuple[str, str]:
     if sys.platform == "win32":
         digest = hashlib.sha256(f"{Path.home()}:{key}".encode()).hexdigest()[:24]
         return rf"\\.\pipe\tmrl-{digest}", "AF_PIPE"
-    from tmrl_core.metrics import run_dir
+    from tmrl_core.paths import run_dir
 
     path = run_dir(run_name) / f"server-{port}.sock"
     if len(str(path)) <= _MAX_UNIX_PATH:
@@ -119,9 +119,13 @@ class LocalTransport(Transport):
         address: an explicit ``(address, family)`` (tests); default :func:`local_address`.
     """
 
-    def __init__(self, settings: Any, *, run_name: str = "default", address: tuple[str, str] | None = None, **options: Any):
+    def __init__(
+        self, settings: Any, *, run_name: str = "default", address: tuple[str, str] | None = None, **options: Any
+    ):
         super().__init__(settings, run_name=run_name, **options)
-        password = settings.password.get_secret_value() if hasattr(settings.password, "get_secret_value") else settings.password
+        password = settings.password
+        if hasattr(password, "get_secret_value"):
+            password = password.get_secret_value()
         self.key = _authkey(str(password))
         self.address, self.family = address or local_address(run_name, int(settings.port))
         self.max_bytes = int(settings.max_message_bytes)
@@ -344,7 +348,9 @@ class LocalServer(ServerEndpoint):
                 while self._pending_bytes > self.t.max_bytes and len(self._pending) > 1:
                     self._pending_bytes -= len(self._pending.popleft())
                     self.dropped_buffers += 1
-                    log.warning("server: no trainer; dropped the oldest waiting buffer (%d so far)", self.dropped_buffers)
+                    log.warning(
+                        "server: no trainer; dropped the oldest waiting buffer (%d so far)", self.dropped_buffers
+                    )
                 return
         trainer.push_buffer(data)
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from tmrl_core.errors import ConfigError
 from tmrl_core.nn import FlattenEncoder, mlp
-from tmrl_core.testing import AgentContract
+from tmrl_core.testing import AgentContract, ensemble_member
 
 B = 16
 BOX_OBS = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -83,7 +83,7 @@ def test_train_shapes_metrics_and_actor_class(obs_space: spaces.Space) -> None:
 
 # -- the batched ensemble --------------------------------------------------------------------------------------------
 def _separate_critics(agent: RedqSacAgent) -> list[nn.Sequential]:
-    return [agent.critic.q.member(i) for i in range(agent.critic.n)]
+    return [ensemble_member(agent.critic.q, i) for i in range(agent.critic.n)]
 
 
 def test_batched_ensemble_equals_separate_critics_values_and_gradients() -> None:
@@ -276,7 +276,7 @@ def test_separate_mlp_reference_is_an_mlp() -> None:
     # the reference critics used above are plain tmrl_core.nn.mlp modules (same structure as a hand-built critic)
     reference = mlp([9, 32, 32, 1], "relu")
     agent = RedqSacAgent(TUPLE_OBS, ACT, "cpu", settings=SMALL)
-    member = agent.critic.q.member(0)
+    member = ensemble_member(agent.critic.q, 0)
     assert [type(m) for m in member] == [type(m) for m in reference]
 
 

@@ -20,7 +20,6 @@ _LAZY: dict[str, str] = {
         "build_optimizer",
         "check_action_space",
         "metrics_to_floats",
-        "validate_settings",
     )
 }
 

@@ -30,6 +30,7 @@ from torch import nn
 from tmrl_core import TorchActorModule, TrainingAgent
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError
 from tmrl_core.nn import ACTIVATIONS, EnsembleMLP, VmapEnsemble, make_encoder, mlp, polyak_update
+from tmrl_core.settings import coerce_section
 
 __all__ = [
     "EnsembleCritic",
@@ -40,7 +41,6 @@ __all__ = [
     "build_optimizer",
     "check_action_space",
     "metrics_to_floats",
-    "validate_settings",
 ]
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
@@ -100,20 +100,6 @@ class SacSettings(BaseModel):
     )
 
 
-def validate_settings(settings: Any, model: type[BaseModel]) -> Any:
-    """``settings`` as an instance of ``model``: accepts an instance, a dict of its fields, or None (defaults)."""
-    if settings is None:
-        return model()
-    if isinstance(settings, model):
-        return settings
-    if isinstance(settings, BaseModel):
-        settings = settings.model_dump()
-    try:
-        return model.model_validate(settings)
-    except ValueError as exc:
-        raise ConfigError(f"invalid {model.__name__}: {exc}", hint="check the agent's settings section") from exc
-
-
 def check_action_space(action_space: Any, algo: str = "sac") -> tuple[int, np.ndarray, np.ndarray]:
     """``(|A|, low, high)`` of a bounded ``Box`` action space; raises IncompatibleComponentsError otherwise."""
     from gymnasium import spaces
@@ -146,7 +132,7 @@ class SacActor(TorchActorModule):
 
     def __init__(self, observation_space: Any, action_space: Any, encoder: Any = None, settings: Any = None) -> None:
         super().__init__(observation_space, action_space)
-        settings = validate_settings(settings, SacSettings)
+        settings = coerce_section(settings, SacSettings)
         act_dim, low, high = check_action_space(action_space)
         self.encoder = make_encoder(encoder, observation_space)
         hidden = list(settings.hidden_sizes)
@@ -349,7 +335,7 @@ class SacAgent(TrainingAgent):
         settings: Any = None,
     ) -> None:
         super().__init__(observation_space, action_space, device)
-        self.settings = s = validate_settings(settings, self.settings_model)
+        self.settings = s = coerce_section(settings, self.settings_model)
         act_dim, _, _ = check_action_space(action_space, algo=self.algo)
         self.actor = SacActor(observation_space, action_space, encoder, s).to(device)
         self.critic = EnsembleCritic(

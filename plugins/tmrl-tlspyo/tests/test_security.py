@@ -129,7 +129,7 @@ def rogue_endpoint(settings: Any, credentials_dir: Path, group: str) -> TmrlEndp
 def send_raw_object(endpoint: TmrlEndpoint, obj: bytes, destination: dict[str, int]) -> None:
     """Make ``endpoint`` send ``obj`` as the object bytes themselves (bypassing the codec on this side)."""
     message = serialize(("OBJ", destination, obj))
-    endpoint._local_com_conn.sendall(f"{len(message):<{HEADER_SIZE}}".encode() + message)  # noqa: SLF001
+    endpoint._local_com_conn.sendall(f"{len(message):<{HEADER_SIZE}}".encode() + message)
 
 
 class _CreatesFile:

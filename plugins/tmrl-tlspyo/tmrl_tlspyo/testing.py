@@ -49,7 +49,7 @@ class TmrlProcess:
         env.update({"TMRL_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen([*tmrl_command(), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property

@@ -13,7 +13,8 @@ def test_defaults_are_the_originals():
     s = TrackmaniaSettings()
     assert (s.window_width, s.window_height, s.img_width, s.img_height, s.history_length) == (256, 128, 64, 64, 4)
     assert (s.time_step_duration, s.start_obs_capture, s.act_buf_len, s.ep_max_length) == (0.05, 0.04, 2, 1000)
-    assert (s.end_of_track, s.check_forward, s.check_backward, s.failure_countdown, s.min_steps) == (100, 500, 10, 10, 70)
+    reward = (s.end_of_track, s.check_forward, s.check_backward, s.failure_countdown, s.min_steps)
+    assert reward == (100, 500, 10, 10, 70)
     assert s.effective_port() == DEFAULT_PLUGIN_PORT == 9000
     assert TrackmaniaSettings(backend="simulated").effective_port() == 0  # a free port for each simulator
     for name, field in TrackmaniaSettings.model_fields.items():
@@ -56,6 +57,7 @@ def test_original_config_env_section_migrates():
     migration = convert_original(original, plugin_sections={"trackmania"}, models={"trackmania": TrackmaniaSettings})
     section = TrackmaniaSettings(**migration.data["trackmania"])
     assert section.backend == "keyboard"
-    assert (section.window_width, section.window_height, section.grayscale, section.history_length) == (958, 488, False, 3)
+    window = (section.window_width, section.window_height, section.grayscale, section.history_length)
+    assert window == (958, 488, False, 3)
     assert (section.time_step_duration, section.act_buf_len, section.ep_max_length) == (0.06, 3, 800)
     assert (section.end_of_track, section.min_steps, section.max_stray, section.sleep_time_at_reset) == (50, 40, 80, 2)

@@ -213,7 +213,8 @@ def check_environment(
             obs, reward, terminated, truncated, _ = gym_env.step(None)
             step += 1
             total += reward
-            typer.echo(f"step {step:5d}  reward {reward:+.3f}  return {total:+.2f}" + ("  (episode end)" if terminated or truncated else ""))
+            end = "  (episode end)" if terminated or truncated else ""
+            typer.echo(f"step {step:5d}  reward {reward:+.3f}  return {total:+.2f}{end}")
             view = render_view(interface, obs, reward)
             if out is not None:
                 cv2.imwrite(str(out / f"step_{step:05d}.png"), view)

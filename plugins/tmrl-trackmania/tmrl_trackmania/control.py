@@ -88,7 +88,7 @@ def create_virtual_pad(platform: str | None = None) -> object:
         raise GamepadUnavailableError(
             f"the virtual gamepad cannot load its system library: {exc}", hint=_gamepad_hint(platform)
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - vgamepad raises bare exceptions when the Windows driver is missing
+    except Exception as exc:  # vgamepad raises bare exceptions when the Windows driver is missing
         raise GamepadUnavailableError(
             f"the virtual gamepad cannot start: {type(exc).__name__}: {exc}", hint=_gamepad_hint(platform)
         ) from exc
@@ -100,9 +100,10 @@ def create_virtual_pad(platform: str | None = None) -> object:
         ) from exc
     except FileNotFoundError as exc:
         raise GamepadUnavailableError(
-            f"cannot create a virtual gamepad: {exc} (is the uinput kernel module loaded?)", hint=_gamepad_hint(platform)
+            f"cannot create a virtual gamepad: {exc} (is the uinput kernel module loaded?)",
+            hint=_gamepad_hint(platform),
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - ViGEm errors surface as RuntimeError/AssertionError
+    except Exception as exc:  # ViGEm errors surface as RuntimeError/AssertionError
         raise GamepadUnavailableError(
             f"cannot create a virtual gamepad: {type(exc).__name__}: {exc}", hint=_gamepad_hint(platform)
         ) from exc

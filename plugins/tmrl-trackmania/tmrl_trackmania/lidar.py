@@ -79,7 +79,9 @@ class Lidar:
     def read(self, frame: np.ndarray) -> np.ndarray:
         """Beam lengths in pixels, ``(nb_beams,)`` float32, for one frame."""
         if frame.shape[0] != self.height or frame.shape[1] != self.width:
-            raise ValueError(f"this Lidar reads {self.width}x{self.height} frames, got {frame.shape[1]}x{frame.shape[0]}")
+            raise ValueError(
+                f"this Lidar reads {self.width}x{self.height} frames, got {frame.shape[1]}x{frame.shape[0]}"
+            )
         pixels = np.ascontiguousarray(frame).reshape(-1)[self._gather_index(frame.shape[2] if frame.ndim == 3 else 0)]
         if frame.ndim == 3:
             pixels = pixels.max(axis=0)  # all channels below the threshold <=> the brightest one is

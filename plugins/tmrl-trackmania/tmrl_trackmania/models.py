@@ -71,7 +71,9 @@ class ImageHistoryEncoder(nn.Module):
         boxes = _boxes(observation_space)
         images = [i for i, b in enumerate(boxes) if _is_image_history(b)]
         if len(images) != 1:
-            raise ValueError(f"ImageHistoryEncoder needs one uint8 image history in the observation, found {len(images)}")
+            raise ValueError(
+                f"ImageHistoryEncoder needs one uint8 image history in the observation, found {len(images)}"
+            )
         self.image_index = images[0]
         shape = boxes[self.image_index].shape
         self.channels = shape[0] * (shape[3] if len(shape) == 4 else 1)

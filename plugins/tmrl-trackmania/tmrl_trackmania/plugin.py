@@ -12,56 +12,48 @@ from collections.abc import Callable
 
 from tmrl_core import CommandSpec, EnvSpec, hookimpl
 
-_SETTINGS = "tmrl_trackmania.settings:TrackmaniaSettings"
+#: The three environments differ only in these: (name, suffix of their functions in envs.py and components.py,
+#: observation encoder in models.py, description).
+_ENVS = (
+    (
+        "trackmania-full",
+        "full",
+        "ImageHistoryEncoder",
+        "TrackMania 2020: speed, gear, rpm and a history of screenshots; actions gas, brake, steer.",
+    ),
+    (
+        "trackmania-lidar",
+        "lidar",
+        "LidarHistoryEncoder",
+        "TrackMania 2020: speed and a history of 19-beam LIDAR readings from the screenshot.",
+    ),
+    (
+        "trackmania-lidar-progress",
+        "lidar_progress",
+        "LidarHistoryEncoder",
+        "TrackMania 2020: trackmania-lidar plus the progress along the track.",
+    ),
+)
 
 
 @hookimpl
 def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
-    register(
-        EnvSpec(
-            name="trackmania-full",
-            factory="tmrl_trackmania.envs:make_full",
-            settings=_SETTINGS,
-            settings_section="trackmania",
-            realtime=True,
-            memory="ring",
-            compressor="history",
-            encoder="tmrl_trackmania.models:ImageHistoryEncoder",
-            spaces="tmrl_trackmania.envs:spaces_full",
-            component_options="tmrl_trackmania.components:full_options",
-            description="TrackMania 2020: speed, gear, rpm and a history of screenshots; actions gas, brake, steer.",
+    for name, suffix, encoder, description in _ENVS:
+        register(
+            EnvSpec(
+                name=name,
+                factory=f"tmrl_trackmania.envs:make_{suffix}",
+                settings="tmrl_trackmania.settings:TrackmaniaSettings",
+                settings_section="trackmania",
+                realtime=True,
+                memory="ring",
+                compressor="history",
+                encoder=f"tmrl_trackmania.models:{encoder}",
+                spaces=f"tmrl_trackmania.envs:spaces_{suffix}",
+                component_options=f"tmrl_trackmania.components:{suffix}_options",
+                description=description,
+            )
         )
-    )
-    register(
-        EnvSpec(
-            name="trackmania-lidar",
-            factory="tmrl_trackmania.envs:make_lidar",
-            settings=_SETTINGS,
-            settings_section="trackmania",
-            realtime=True,
-            memory="ring",
-            compressor="history",
-            encoder="tmrl_trackmania.models:LidarHistoryEncoder",
-            spaces="tmrl_trackmania.envs:spaces_lidar",
-            component_options="tmrl_trackmania.components:lidar_options",
-            description="TrackMania 2020: speed and a history of 19-beam LIDAR readings from the screenshot.",
-        )
-    )
-    register(
-        EnvSpec(
-            name="trackmania-lidar-progress",
-            factory="tmrl_trackmania.envs:make_lidar_progress",
-            settings=_SETTINGS,
-            settings_section="trackmania",
-            realtime=True,
-            memory="ring",
-            compressor="history",
-            encoder="tmrl_trackmania.models:LidarHistoryEncoder",
-            spaces="tmrl_trackmania.envs:spaces_lidar_progress",
-            component_options="tmrl_trackmania.components:lidar_progress_options",
-            description="TrackMania 2020: trackmania-lidar plus the progress along the track.",
-        )
-    )
 
 
 @hookimpl

@@ -6,12 +6,13 @@ each description), plus the control backend, the telemetry address and the simul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from tmrl_core.settings import Section
+from tmrl_core.settings import ActBufLen, RtgymTiming, Section, StartObsCapture, WaitOnDone, coerce_section
 
 #: Port the TMRL OpenPlanet plugin listens on (and the default of ``telemetry_port`` for the real game).
 DEFAULT_PLUGIN_PORT = 9000
@@ -27,7 +28,9 @@ class SimSettings(Section):
     time_scale: float = Field(
         1.0, gt=0.0, le=50.0, description="Simulated seconds per wall-clock second (>1 replays faster than real time)."
     )
-    physics_hz: float = Field(100.0, ge=10.0, le=1000.0, description="Physics ticks (and telemetry records) per second.")
+    physics_hz: float = Field(
+        100.0, ge=10.0, le=1000.0, description="Physics ticks (and telemetry records) per second."
+    )
     view_width_m: float = Field(40.0, gt=1.0, description="Metres of road shown across the width of the game window.")
     countdown: float = Field(
         0.0, ge=0.0, description="Seconds the car stays frozen after a respawn (the green-light countdown)."
@@ -38,8 +41,8 @@ class SimSettings(Section):
     autopilot_speed: float = Field(25.0, gt=0.0, description="Top speed of the autopilot in m/s.")
 
 
-class TrackmaniaSettings(Section):
-    """The ``trackmania`` settings section, shared by trackmania-full, trackmania-lidar and trackmania-lidar-progress."""
+class TrackmaniaSettings(RtgymTiming):
+    """The ``trackmania`` section, shared by trackmania-full, trackmania-lidar and trackmania-lidar-progress."""
 
     # -- the game and how we talk to it ----------------------------------------------------------------------------
     backend: Literal["gamepad", "keyboard", "simulated"] = Field(
@@ -78,21 +81,11 @@ class TrackmaniaSettings(Section):
     )
 
     # -- rtgym timing ---------------------------------------------------------------------------------------------
-    time_step_duration: float = Field(0.05, gt=0.0, description="Target duration of a time step in s (RTGYM_CONFIG).")
-    start_obs_capture: float = Field(
-        0.04, ge=0.0, description="The observation is captured this long into a step, in s (RTGYM_CONFIG)."
-    )
-    time_step_timeout_factor: float = Field(
-        1.0, ge=0.0, description="Allowed lateness of a step, in steps, before rtgym counts a timeout (RTGYM_CONFIG)."
-    )
-    ep_max_length: int = Field(1000, ge=1, description="rtgym truncates episodes after this many steps (RTGYM_CONFIG).")
-    act_buf_len: int = Field(
-        2, ge=1, description="Past actions included in each observation, the action buffer (RTGYM_CONFIG)."
-    )
-    wait_on_done: bool = Field(
-        True, description="Pause between episodes: release the controls, dismiss the finish screen (RTGYM_CONFIG)."
-    )
-    benchmark: bool = Field(False, description="Let rtgym measure its timings, see env.benchmarks() (RTGYM_CONFIG).")
+    # time_step_duration, time_step_timeout_factor, ep_max_length and benchmark keep RtgymTiming's defaults
+    start_obs_capture: StartObsCapture = 0.04
+    act_buf_len: ActBufLen = 2
+    # Pause between episodes: release the controls and dismiss the finish screen.
+    wait_on_done: WaitOnDone = True
     sleep_time_at_reset: float = Field(
         1.5, ge=0.0, description="Seconds to wait after a respawn, for the green light (SLEEP_TIME_AT_RESET)."
     )
@@ -126,15 +119,6 @@ class TrackmaniaSettings(Section):
     )
 
     sim: SimSettings = Field(default_factory=SimSettings, description="The simulated game (backend = 'simulated').")
-
-    @model_validator(mode="after")
-    def _check_timing(self) -> TrackmaniaSettings:
-        if self.start_obs_capture > self.time_step_duration:
-            raise ValueError(
-                f"start_obs_capture ({self.start_obs_capture}) must not exceed time_step_duration "
-                f"({self.time_step_duration}): the observation is captured within the time step"
-            )
-        return self
 
     @classmethod
     def migrate_original(cls, original: dict[str, Any]) -> dict[str, Any]:
@@ -192,21 +176,8 @@ _ORIGINAL_REWARD_KEYS = {
 }
 
 
-def coerce_settings(settings: TrackmaniaSettings | dict | None = None, **overrides: object) -> TrackmaniaSettings:
+def coerce_settings(
+    settings: TrackmaniaSettings | Mapping[str, Any] | None = None, **overrides: Any
+) -> TrackmaniaSettings:
     """Settings from a validated section, a raw dict, or None (defaults), with keyword overrides applied."""
-    if settings is None:
-        data: dict = {}
-    elif isinstance(settings, TrackmaniaSettings):
-        data = settings.model_dump()
-    elif isinstance(settings, dict):
-        data = dict(settings)
-    else:
-        data = dict(settings.model_dump()) if hasattr(settings, "model_dump") else dict(settings)  # type: ignore[call-overload]
-    for key, value in overrides.items():
-        if key == "sim" and isinstance(value, dict):
-            sim = data.get("sim") or {}
-            sim = sim.model_dump() if hasattr(sim, "model_dump") else dict(sim)
-            data["sim"] = {**sim, **value}
-        else:
-            data[key] = value
-    return TrackmaniaSettings.model_validate(data)
+    return coerce_section(settings, TrackmaniaSettings, section="trackmania", **overrides)

@@ -118,7 +118,9 @@ class TelemetryClient:
         retry_interval: seconds between connection attempts while nothing listens.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000, *, timeout: float = 10.0, retry_interval: float = 0.1):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9000, *, timeout: float = 10.0, retry_interval: float = 0.1
+    ):
         self.host = host
         self.port = port
         self.timeout = timeout

@@ -133,7 +133,8 @@ class SimulatedGame:
         self.track: Track = build_track(self.settings.track)
         self.raster = rasterize(self.track)
         self.car = Car(self.track, countdown=self.settings.countdown)
-        self.autopilot = Autopilot(self.car, top_speed=self.settings.autopilot_speed) if self.settings.autopilot else None
+        autopilot = self.settings.autopilot
+        self.autopilot = Autopilot(self.car, top_speed=self.settings.autopilot_speed) if autopilot else None
         self.server = TelemetryServer(host, port)
         self._lock = threading.Lock()
         self._controls = (0.0, 0.0, 0.0)

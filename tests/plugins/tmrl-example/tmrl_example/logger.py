@@ -23,7 +23,7 @@ class RecorderLogger:
         self.info_path = run.folder / INFO_FILE
         self.info = {"name": run.name, "env": run.env, "algo": run.algo, "config": dict(run.config), "closed": False}
         self.info_path.write_text(json.dumps(self.info))
-        self._file = open(run.folder / RECORDS_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = open(run.folder / RECORDS_FILE, "a", encoding="utf-8")  # closed in close()
 
     def log(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(dict(record)) + "\n")
