@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tmrl_core.devices import resolve_device
+
 log = logging.getLogger("tmrl.placement")
 
 
@@ -203,8 +205,6 @@ def configure_torch(placement: Placement, *, flush_denormal: bool = True) -> Non
 def place_trainer(settings: Any, *, local_workers: int, lockstep: bool, realtime: bool) -> Placement:
     """Plan and apply the trainer's placement from the settings (``training.threads``, ``training.device``,
     ``training.flush_denormal``)."""
-    from tmrl_core.server import resolve_device
-
     ts = settings.training
     placement = plan_trainer_threads(
         available_cpus(),
