@@ -1,10 +1,10 @@
 """``PrefetchSampler``: batches drawn from a memory, the next one gathered in a background thread (part of RingMemory).
 
-It knows nothing of the storage: ``draw()`` picks what the next batch holds (e.g. transition positions, using
-``rng``) and ``make_batch(drawn)`` gathers it; both are given to :meth:`PrefetchSampler.sample`. With ``prefetch=True`` the next batch is gathered while the caller
-trains on the current one, and the batches are the same as without prefetch: when the memory is about to change,
-:meth:`PrefetchSampler.drop` forgets the batch in flight and rewinds ``rng`` to before it was drawn, so the same
-indices are drawn again from the changed memory.
+It knows nothing of the storage: ``draw()`` picks what the next batch holds (e.g. transition positions, using ``rng``)
+and ``make_batch(drawn)`` gathers it; both are given to :meth:`PrefetchSampler.sample`. With ``prefetch=True`` the next
+batch is gathered while the caller trains on the current one, and the batches are the same as without prefetch: when the
+memory is about to change, :meth:`PrefetchSampler.drop` forgets the batch in flight and rewinds ``rng`` to before it was
+drawn, so the same indices are drawn again from the changed memory.
 """
 
 from __future__ import annotations
