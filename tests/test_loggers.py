@@ -311,3 +311,22 @@ def test_worker_figures_reach_every_sink(tmrl_home: Path, one_torch_thread) -> N
     assert written["samples_dropped"] == 7 and written["return_train"] == -4.0
     scalars = tensorboard_scalars(tmrl_home / "runs" / "worker-figures")
     assert scalars["samples_dropped"][0][:2] == (4, 7.0) and scalars["episode_length_train"][0][:2] == (4, 4.0)
+
+
+def test_tensorboard_logdir_runs_shows_every_run(tmrl_home: Path) -> None:
+    """``tensorboard --logdir <data>/runs`` names each run after its folder (TensorBoard's own multiplexer)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    for name, value in (("first", -900.0), ("second", -300.0)):
+        metrics = MetricsLogger(name, settings=Settings(logging={"loggers": ["tensorboard"]}))
+        metrics.log({"env_steps": 100, "return_test": value})
+        metrics.close()
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(tmrl_home / "runs"))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == ["first", "second"]
+    scalar_tags = multiplexer.PluginRunToTagToContent("scalars")
+    assert {run: sorted(tags) for run, tags in scalar_tags.items()} == {
+        "first": ["env_steps", "return_test"],
+        "second": ["env_steps", "return_test"],
+    }

@@ -277,7 +277,7 @@ class WandbLogger:
             self.run = wandb.init(
                 project=getattr(settings, "project", None) or "tmrl",
                 entity=getattr(settings, "entity", None),
-                id=run.name,
+                id=getattr(settings, "run_id", None) or run.name,  # run_with_wandb(run_id=...)
                 name=run.name,
                 resume="allow",
                 dir=str(run.folder),
