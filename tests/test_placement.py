@@ -141,3 +141,22 @@ def test_rc_drone_rounds_log_the_update_to_data_ratio_and_wait_holds_it(tmrl_hom
         for record in history[1:]:
             assert record["env_steps"] <= max(record["training_steps"] / 4.0, first) + 20 + 1, record
         assert history[-1]["training_steps"] >= 4.0 * (history[-1]["env_steps"] - 20 - 1)
+
+
+# -- start-up ------------------------------------------------------------------------------------------------------
+
+
+def test_preparing_a_run_imports_no_torch_so_workers_start_first(tmrl_home: Path) -> None:
+    """``tmrl run`` spawns its workers right after ``prepare``: torch imported there would come before them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tmrl_core.pipeline import prepare\n"
+        "for env, algo in (('pendulum', 'sac'), ('rc-drone', 'redqsac'), ('trackmania-full', 'sac')):\n"
+        "    prepare(env, algo)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -14,7 +14,7 @@ def tmrl_register_agents(register: Callable[[AgentSpec], None]) -> None:
             name="redqsac",
             factory="tmrl_redq.agent:RedqSacAgent",
             actor="tmrl_sac:SacActor",
-            settings="tmrl_redq.agent:RedqSettings",
+            settings="tmrl_redq.settings:RedqSettings",
             description="REDQ-SAC: an ensemble of N critics run as one batched computation, min over M targets.",
         )
     )

@@ -10,17 +10,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY: dict[str, str] = {
-    name: "tmrl_sac.agent"
-    for name in (
-        "EnsembleCritic",
-        "EntropyCoefficient",
-        "SacActor",
-        "SacAgent",
-        "SacSettings",
-        "build_optimizer",
-        "check_action_space",
-        "metrics_to_floats",
-    )
+    **{
+        name: "tmrl_sac.agent"
+        for name in (
+            "EnsembleCritic",
+            "EntropyCoefficient",
+            "SacActor",
+            "SacAgent",
+            "build_optimizer",
+            "check_action_space",
+            "metrics_to_floats",
+        )
+    },
+    "SacSettings": "tmrl_sac.settings",  # without torch: settings are validated before the workers start
 }
 
 __all__ = list(_LAZY)

@@ -14,7 +14,7 @@ def tmrl_register_agents(register: Callable[[AgentSpec], None]) -> None:
             name="sac",
             factory="tmrl_sac.agent:SacAgent",
             actor="tmrl_sac:SacActor",
-            settings="tmrl_sac.agent:SacSettings",
+            settings="tmrl_sac.settings:SacSettings",
             description="Soft Actor-Critic: twin critics, polyak targets, fixed or learned entropy coefficient.",
         )
     )
