@@ -1,11 +1,13 @@
-"""The update-to-data ratio a real-time run reaches when the trainer cannot keep up, and what ``training.when_behind``
-changes: ``tmrl run --env rc-drone`` (rtgym, 20 time steps per second, target 2 training steps per env step) with
-SAC (and REDQ-SAC with ``--algos sac redqsac``, much longer on a CPU), each with ``when_behind=continue`` (the env keeps its pace, the ratio falls) and ``wait`` (workers
-wait between episodes, the ratio holds, env steps per second fall).
+"""The update-to-data ratio a real-time run reaches when the trainer cannot keep up, and what
+``training.when_behind`` changes: ``tmrl run --env rc-drone`` (rtgym, 20 time steps per second, target 2 training
+steps per env step) with SAC (and REDQ-SAC with ``--algos sac redqsac``, much longer on a CPU), each with
+``when_behind=continue`` (the env keeps its pace, the ratio falls) and ``wait`` (workers wait between episodes, the
+ratio holds, env steps per second fall).
 
 Each run is ``tmrl run`` in this process (:func:`tmrl_core.pipeline.run_local`, one worker process, the rc-drone
-defaults, but rounds of 20 training steps and training from 100 samples) until ``--env-steps`` env steps. Printed per run: the ratio reached over the rounds after training started
-(training steps / env steps received in them), env steps and training steps per second of wall time.
+defaults, but rounds of 20 training steps and training from 100 samples) until ``--env-steps`` env steps. Printed
+per run: the ratio reached over the rounds after training started (training steps / env steps received in them),
+the worst round's, and env steps and training steps per second of wall time.
 
     python benchmarks/bench_realtime_utd.py [--env-steps 600] [--algos sac] [--modes continue wait]
 """
