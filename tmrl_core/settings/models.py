@@ -74,7 +74,15 @@ class ServerSettings(Section):
         0.0, ge=0.0, description="Seconds a client waits for the server at start; 0 waits forever."
     )
     local_buffer_max_samples: int = Field(
-        100_000, ge=1, description="Samples a client keeps while disconnected; the oldest are dropped beyond this."
+        100_000,
+        ge=1,
+        description="Samples a client holds: a worker's unsent ones (the oldest are dropped beyond), the trainer's "
+        "received ones not yet in memory (it stops reading beyond).",
+    )
+    queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of samples each hop (server, trainer) holds for the trainer; beyond, senders wait.",
     )
 
 

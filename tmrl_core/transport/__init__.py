@@ -1,5 +1,16 @@
-"""Transports between workers, server and trainer."""
+"""Transports between workers, server and trainer, and the queues they share."""
 
 from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
+from tmrl_core.transport.queues import DropOldestQueue, NewestSlot, ReceivedBuffers, snapshot
 
-__all__ = ["Transport", "ServerEndpoint", "TrainerEndpoint", "WorkerEndpoint", "Weights"]
+__all__ = [
+    "Transport",
+    "ServerEndpoint",
+    "TrainerEndpoint",
+    "WorkerEndpoint",
+    "Weights",
+    "DropOldestQueue",
+    "NewestSlot",
+    "ReceivedBuffers",
+    "snapshot",
+]

@@ -6,13 +6,15 @@ only sees these interfaces and never knows which transport it has. Every transpo
 encodes with :mod:`tmrl_core.codec` (never pickle).
 
 A transport is registered with ``tmrl_register_transports`` and built as ``Transport(settings, run_name=...)``.
+The endpoints are protocols (they share no code: what they share, the bounded queues, is in
+:mod:`tmrl_core.transport.queues`); :class:`Transport` is a base class because it keeps the settings.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tmrl_core.buffer import Buffer
 
@@ -20,52 +22,48 @@ from tmrl_core.buffer import Buffer
 Weights = Mapping[str, Any]
 
 
-class ServerEndpoint(ABC):
+@runtime_checkable
+class ServerEndpoint(Protocol):
     """The rendezvous point: relays samples from any number of workers to the trainer, weights to every worker."""
 
-    @abstractmethod
     def start(self) -> None:
         """Start relaying in the background and return at once."""
 
-    @abstractmethod
     def stop(self) -> None:
         """Stop relaying and release every resource (sockets, threads); idempotent."""
 
     @property
-    @abstractmethod
     def address(self) -> str:
         """Where clients reach this server (for logs)."""
 
 
-class TrainerEndpoint(ABC):
+@runtime_checkable
+class TrainerEndpoint(Protocol):
     """The trainer's connection to the server."""
 
-    @abstractmethod
     def send_weights(self, weights: Weights) -> None:
         """Broadcast the actor's weights to every worker (newest wins; never blocks training for long)."""
 
-    @abstractmethod
     def receive_samples(self) -> list[Buffer]:
-        """Every buffer received since the last call (possibly none); never blocks."""
+        """Every buffer received since the last call (possibly none); never blocks. A transport holds a bounded
+        amount (``server.queue_bytes``): a trainer that calls this less often than buffers arrive slows the workers
+        down instead of growing."""
 
-    @abstractmethod
     def close(self) -> None:
         """Disconnect; idempotent."""
 
 
-class WorkerEndpoint(ABC):
+@runtime_checkable
+class WorkerEndpoint(Protocol):
     """A worker's connection to the server."""
 
-    @abstractmethod
     def send_samples(self, buffer: Buffer) -> None:
         """Send a buffer to the trainer; never blocks the worker's step loop (queued if disconnected, bounded)."""
 
-    @abstractmethod
     def receive_weights(self, blocking: bool = False, timeout: float | None = None) -> Weights | None:
         """The newest weights received since the last call, or None. ``blocking`` waits up to ``timeout`` seconds
         (forever if None) for new weights."""
 
-    @abstractmethod
     def close(self) -> None:
         """Disconnect; idempotent."""
 

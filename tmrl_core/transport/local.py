@@ -16,7 +16,6 @@ queue of unsent buffers (oldest dropped, and counted).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import logging
@@ -34,6 +33,7 @@ from tmrl_core import codec
 from tmrl_core.buffer import Buffer
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
+from tmrl_core.transport.queues import DropOldestQueue, NewestSlot, ReceivedBuffers, snapshot
 
 log = logging.getLogger("tmrl.transport.local")
 
@@ -132,6 +132,7 @@ class LocalTransport(Transport):
         self.connect_timeout = float(settings.connect_timeout)
         self.max_pending_samples = int(settings.local_buffer_max_samples)
         self.max_workers = int(settings.max_workers)
+        self.queue_bytes = int(settings.queue_bytes)
 
     def server(self) -> LocalServer:
         return LocalServer(self)
@@ -147,38 +148,47 @@ class LocalTransport(Transport):
 
 
 class _Peer:
-    """One authenticated connection on the server side, with its writer thread."""
+    """One authenticated connection on the server side, with its writer thread.
+
+    The trainer's peer holds the buffers on their way to it, bounded by ``server.queue_bytes``: the workers' readers
+    wait for room (:meth:`push_buffer`), so a trainer that cannot keep up slows the workers down, whose own queues
+    then drop and count their oldest samples. A worker's peer holds the newest weights not yet delivered.
+    """
 
     def __init__(self, server: LocalServer, conn: Connection, role: str, name: str) -> None:
         self.server, self.conn, self.role, self.name = server, conn, role, name
         self.alive = True
         self.cond = threading.Condition()
-        self.queue: collections.deque[bytes] = collections.deque()  # trainer: buffers to deliver
-        self.latest: bytes | None = None  # worker: newest weights not yet delivered
+        self.queue: DropOldestQueue[bytes] = DropOldestQueue(server.t.queue_bytes)  # trainer: buffers to deliver
+        self.latest: NewestSlot[bytes] = NewestSlot()  # worker: newest weights not yet delivered
         self.writer = threading.Thread(target=self._write, name=f"tmrl-local-send-{name}", daemon=True)
 
-    def push_buffer(self, data: bytes) -> None:
+    def push_buffer(self, data: bytes, stopping: threading.Event) -> bool:
+        """Queue ``data`` for the trainer, waiting while the queue is full; False if this peer went away first."""
         with self.cond:
-            self.queue.append(data)
-            self.cond.notify()
+            while self.alive and self.queue.full and not stopping.is_set():
+                self.cond.wait(_POLL)
+            if not self.alive or stopping.is_set():
+                return False
+            self.queue.add(data)  # over the limit by this message at most: the wait above made room
+            self.cond.notify_all()
+            return True
 
     def push_weights(self, data: bytes) -> None:
         with self.cond:
-            self.latest = data
-            self.cond.notify()
+            self.latest.put(data)
+            self.cond.notify_all()
 
     def _write(self) -> None:
         try:
             while self.alive:
                 with self.cond:
-                    while self.alive and not self.queue and self.latest is None:
+                    while self.alive and not self.queue and not self.latest:
                         self.cond.wait(_POLL)
                     if not self.alive:
                         return
-                    if self.queue:
-                        data = self.queue.popleft()
-                    else:
-                        data, self.latest = self.latest, None
+                    data = self.queue.get() if self.queue else self.latest.take()
+                    self.cond.notify_all()  # room for a waiting reader
                 if data is not None:
                     self.conn.send_bytes(data)
         except (OSError, EOFError, ValueError) as exc:
@@ -207,10 +217,8 @@ class LocalServer(ServerEndpoint):
         self._trainer: _Peer | None = None
         self._workers: dict[int, _Peer] = {}
         self._latest_weights: bytes | None = None
-        # buffers received while no trainer is connected (bounded in bytes; the oldest are dropped)
-        self._pending: collections.deque[bytes] = collections.deque()
-        self._pending_bytes = 0
-        self.dropped_buffers = 0
+        # buffers received while no trainer is connected (bounded in bytes; the oldest are dropped and counted)
+        self._pending: DropOldestQueue[bytes] = DropOldestQueue(transport.queue_bytes)
         self.relayed_buffers = 0
         self._threads: list[threading.Thread] = []
 
@@ -299,13 +307,12 @@ class LocalServer(ServerEndpoint):
         with self._lock:
             if peer.role == "trainer":
                 self._trainer = peer
-                while self._pending:
-                    peer.queue.append(self._pending.popleft())
-                self._pending_bytes = 0
+                for data in self._pending.take_all():
+                    peer.queue.add(data)
             else:
                 self._workers[id(peer)] = peer
                 if self._latest_weights is not None:
-                    peer.latest = self._latest_weights
+                    peer.latest.put(self._latest_weights)
         peer.writer.start()
 
     def _drop(self, peer: _Peer) -> None:
@@ -313,9 +320,14 @@ class LocalServer(ServerEndpoint):
             if self._trainer is peer:
                 self._trainer = None
                 # buffers not yet delivered wait for the next trainer
-                self._pending.extendleft(reversed(peer.queue))
-                peer.queue.clear()
-                self._pending_bytes = sum(len(b) for b in self._pending)
+                with peer.cond:
+                    dropped = self._pending.dropped
+                    self._pending.extend_front(peer.queue.take_all())
+                if self._pending.dropped > dropped:
+                    log.warning(
+                        "server: the trainer left; dropped the oldest waiting buffers (%d so far)",
+                        self._pending.dropped,
+                    )
             self._workers.pop(id(peer), None)
         if peer.alive and not self._stopping.is_set():
             log.info("server: %s %s disconnected", peer.role, peer.name)
@@ -332,27 +344,35 @@ class LocalServer(ServerEndpoint):
                 log.warning("server: rejected a message from %s %s: %s", peer.role, peer.name, exc)
                 continue
             if peer.role == "worker" and header.kind == codec.Kind.BUFFER:
-                self._relay_buffer(data)
+                self._relay_buffer(data, peer)
             elif peer.role == "trainer" and header.kind == codec.Kind.WEIGHTS:
                 self._broadcast_weights(data)
             else:
                 log.warning("server: rejected a %s message from %s %s", header.kind.name, peer.role, peer.name)
 
-    def _relay_buffer(self, data: bytes) -> None:
-        with self._lock:
-            self.relayed_buffers += 1
-            trainer = self._trainer
-            if trainer is None:
-                self._pending.append(data)
-                self._pending_bytes += len(data)
-                while self._pending_bytes > self.t.max_bytes and len(self._pending) > 1:
-                    self._pending_bytes -= len(self._pending.popleft())
-                    self.dropped_buffers += 1
-                    log.warning(
-                        "server: no trainer; dropped the oldest waiting buffer (%d so far)", self.dropped_buffers
-                    )
+    def _relay_buffer(self, data: bytes, sender: _Peer) -> None:
+        """Hand ``data`` to the trainer; while it cannot take more, this worker's reader waits here, which slows the
+        worker down (its own queue then drops and counts its oldest samples)."""
+        while sender.alive and not self._stopping.is_set():
+            with self._lock:
+                trainer = self._trainer
+                if trainer is None:
+                    self.relayed_buffers += 1
+                    if self._pending.put(data):
+                        log.warning(
+                            "server: no trainer; dropped the oldest waiting buffer (%d so far)", self._pending.dropped
+                        )
+                    return
+            if trainer.push_buffer(data, self._stopping):
+                with self._lock:
+                    self.relayed_buffers += 1
                 return
-        trainer.push_buffer(data)
+            # the trainer went away while this waited: its queue went back to pending; try again
+
+    @property
+    def dropped_buffers(self) -> int:
+        """Buffers dropped because no trainer took them in time."""
+        return self._pending.dropped
 
     def _broadcast_weights(self, data: bytes) -> None:
         with self._lock:
@@ -534,8 +554,10 @@ class LocalTrainerEndpoint(_LocalClient, TrainerEndpoint):
     role = "trainer"
 
     def __init__(self, transport: LocalTransport, name: str = "trainer") -> None:
-        self._received: list[Buffer] = []
-        self._weights: bytes | None = None
+        # decoded buffers, bounded (see ReceivedBuffers): when training falls behind, the reader stops reading,
+        # and the server and then the workers wait in turn
+        self._received = ReceivedBuffers(transport.max_pending_samples, transport.queue_bytes)
+        self._weights: NewestSlot[bytes] = NewestSlot()
         self.rejected = 0
         super().__init__(transport, name)
 
@@ -546,12 +568,13 @@ class LocalTrainerEndpoint(_LocalClient, TrainerEndpoint):
                 f"the actor's weights take {len(data)} bytes, more than server.max_message_bytes={self.t.max_bytes}"
             )
         with self._cond:
-            self._weights = data
+            self._weights.put(data)
             self._cond.notify_all()
 
     def receive_samples(self) -> list[Buffer]:
         with self._cond:
-            received, self._received = self._received, []
+            received = self._received.take_all()
+            self._cond.notify_all()
         return received
 
     def _on_message(self, data: bytes) -> None:
@@ -562,45 +585,43 @@ class LocalTrainerEndpoint(_LocalClient, TrainerEndpoint):
             log.warning("trainer: rejected a buffer: %s", exc)
             return
         with self._cond:
-            self._received.append(buffer)
+            while self._received.full and not self._closed.is_set():
+                self._cond.wait(_POLL)
+            self._received.put(buffer, len(data))
 
     def _has_outgoing(self) -> bool:
-        return self._weights is not None
+        return bool(self._weights)
 
     def _take_outgoing(self) -> Any:
-        data, self._weights = self._weights, None
-        return data
+        return self._weights.take()
 
     def _requeue(self, item: Any) -> None:
-        if self._weights is None:  # newer weights win over the ones that failed
-            self._weights = item
+        self._weights.put_back(item)
 
 
 class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
     role = "worker"
 
     def __init__(self, transport: LocalTransport, name: str) -> None:
-        self._outbox: collections.deque[tuple[Buffer, int]] = collections.deque()
-        self._outbox_samples = 0
-        self.dropped_samples = 0
-        self._weights: bytes | None = None  # the newest weights message, decoded on receive_weights
+        self._outbox: DropOldestQueue[Buffer] = DropOldestQueue(transport.max_pending_samples)
+        self._weights: NewestSlot[bytes] = NewestSlot()  # the newest weights message, decoded on receive_weights
         self._weights_cond = threading.Condition()
         super().__init__(transport, name)
 
+    @property
+    def dropped_samples(self) -> int:
+        """Samples dropped because the server could not take them in time (oldest first)."""
+        return self._outbox.dropped_weight
+
     def send_samples(self, buffer: Buffer) -> None:
         # Encoding happens in the sender thread: the step loop only appends to a queue.
-        copy = Buffer(maxlen=max(buffer.maxlen, len(buffer), 1))
-        copy += buffer
-        n = len(copy)
+        copy = snapshot(buffer)
         with self._cond:
-            self._outbox.append((copy, n))
-            self._outbox_samples += n
-            while self._outbox_samples > self.t.max_pending_samples and len(self._outbox) > 1:
-                lost_buffer, lost = self._outbox.popleft()
-                self._outbox_samples -= lost
-                self.dropped_samples += lost
-                # the count travels with the newest buffer, so that the trainer's metrics show what was lost
-                self._outbox[-1][0].dropped += lost + lost_buffer.dropped
+            dropped = self._outbox.put(copy)
+            if dropped:
+                lost = sum(len(old) for old in dropped)
+                # the count travels with the newest buffer (kept: it is this one), so the trainer's metrics show it
+                copy.dropped += lost + sum(old.dropped for old in dropped)
                 log.warning("worker %s: dropped %d unsent samples (%d so far)", self.name, lost, self.dropped_samples)
             self._cond.notify_all()
 
@@ -608,14 +629,11 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
         return bool(self._outbox)
 
     def _take_outgoing(self) -> Any:
-        item = self._outbox.popleft()
-        self._outbox_samples -= item[1]
-        return item
+        return self._outbox.get()
 
     def _encode_outgoing(self, item: Any) -> bytes | None:
-        buffer, _ = item
         try:
-            data = codec.encode_buffer(buffer)
+            data = codec.encode_buffer(item)
         except CodecError as exc:
             log.error("worker %s: cannot encode a buffer, dropped it: %s", self.name, exc)
             return None
@@ -625,8 +643,7 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
         return data
 
     def _requeue(self, item: Any) -> None:
-        self._outbox.appendleft(item)
-        self._outbox_samples += item[1]
+        self._outbox.put_back(item)
 
     def _on_message(self, data: bytes) -> None:
         # Only the header is checked here: decoding waits for receive_weights (between episodes), so that weights
@@ -640,18 +657,18 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
             log.warning("worker %s: rejected a %s message (expected weights)", self.name, header.kind.name)
             return
         with self._weights_cond:
-            self._weights = data
+            self._weights.put(data)
             self._weights_cond.notify_all()
 
     def receive_weights(self, blocking: bool = False, timeout: float | None = None) -> Weights | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._weights_cond:
-            while blocking and self._weights is None and not self._closed.is_set():
+            while blocking and not self._weights and not self._closed.is_set():
                 remaining = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
                 if remaining <= 0:
                     break
                 self._weights_cond.wait(remaining)
-            data, self._weights = self._weights, None
+            data = self._weights.take()
         if data is None:
             return None
         try:
@@ -664,4 +681,4 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
     def pending_samples(self) -> int:
         """Samples queued and not yet handed to the socket."""
         with self._cond:
-            return self._outbox_samples
+            return self._outbox.weight

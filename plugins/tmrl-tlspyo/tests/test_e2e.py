@@ -80,7 +80,8 @@ def test_two_workers_train_pendulum_and_every_sample_reaches_the_memory(
     assert "Traceback" not in log + server.log()
 
 
-def test_training_goes_on_after_the_server_is_killed_and_restarted(
+@pytest.mark.timeout(600)  # three phases of training with real processes, on a machine that may be loaded
+def test_training_goes_on_after_the_server_is_killed_and_restarted_and_after_a_worker_is_killed(
     tmrl_home: Path, credentials_dir: Path, spawn_tmrl: Any
 ) -> None:
     server, trainer, (worker,), common = start(spawn_tmrl, credentials_dir, "restart", workers=1)
@@ -99,6 +100,23 @@ def test_training_goes_on_after_the_server_is_killed_and_restarted(
     assert after["env_steps"] > before["env_steps"]
     server.wait_for("relay: trainer")
     assert server.log().count("connected") >= 2  # trainer and worker, again
+    # a worker killed with SIGKILL takes its network process with it; a new worker joins and training goes on
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    worker.signal(signal.SIGKILL)
+    worker.wait(30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{child}").exists() for child in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{child}").exists() for child in children), "the killed worker left a process"
+    worker = spawn_tmrl(
+        "worker-new", "worker", "--env", "pendulum", "--algo", "sac", "--index", "1", *common, *TRAINING
+    )
+    joined = wait_metrics(
+        "restart",
+        lambda r: r["env_steps"] >= after["env_steps"] + 200 and r["training_steps"] >= after["training_steps"] + 10,
+        "progress with the new worker",
+    )
+    assert joined["env_steps"] > after["env_steps"]
     for part in (worker, trainer, server):  # Ctrl-C ends each part cleanly
         part.signal(signal.SIGINT)
         assert part.wait(120) == 0, part.log()

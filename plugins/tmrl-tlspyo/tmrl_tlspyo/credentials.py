@@ -135,6 +135,14 @@ def require(directory: Path, names: tuple[str, ...], *, role: str) -> None:
         )
 
 
+_SIGNATURE_CONTEXT = b"tmrl-weights-v1\x00"
+
+
+def signed_bytes(run: str, sequence: int, payload: bytes) -> bytes:
+    """What the trainer signs for weights message ``sequence`` of ``run`` (workers and the relay verify it)."""
+    return b"".join((_SIGNATURE_CONTEXT, run.encode(), b"\x00", sequence.to_bytes(8, "little"), payload))
+
+
 class WeightsSigner:
     """Signs weights with the trainer's Ed25519 key."""
 

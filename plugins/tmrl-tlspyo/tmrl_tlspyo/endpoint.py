@@ -1,19 +1,20 @@
-"""The client side of the tlspyo transport: tlspyo's Endpoint with its network process hardened.
+"""The client side of the tlspyo transport: a tlspyo-compatible endpoint with a hardened network process.
 
-Same process model and wire protocol as tlspyo 0.3.0 (an Endpoint object in the caller's process, a Twisted process
-that talks to the relay and reconnects when the link drops), with the core codec as serializer and deserializer and
-these differences:
+Same process model and wire protocol as tlspyo 0.3.0's ``Endpoint`` (an object in the caller's process, a Twisted
+process that talks to the relay and reconnects when the link drops; see :mod:`tmrl_tlspyo.link`), with the core
+codec as serializer and deserializer and these differences:
 
-- the link between the Endpoint and its network process listens on a port the OS picks, so any number of workers run
-  on one machine without choosing ports (tlspyo uses the fixed port 2097 by default);
 - receive buffers grow linearly with the frame size (tlspyo re-copies them for every read: quadratic);
+- flow control: what arrives waits in a bounded queue; when the caller does not take it, the network process stops
+  reading from the relay (Twisted's producer/consumer), so the relay's window to this client fills and the relay
+  holds, then slows, the senders (tlspyo queues without limit and acknowledges at once);
 - the network process stops when the process that started it dies (tlspyo's would keep reconnecting forever), and
-  the Endpoint's reader stops when the network process dies (tlspyo's spins);
+  the endpoint's reader stops when the network process dies (tlspyo's spins);
 - nothing sent is kept after the link to the relay is lost, and closing does not wait for acknowledgements that can
   no longer come (tlspyo waits up to 10 s);
 - frames that do not decode are dropped with a log line instead of killing the receiving thread.
 
-What the Endpoint receives is handed over as raw bytes (tlspyo's "synchronous" mode): the transport decodes it.
+What the endpoint receives is handed over as raw bytes (tlspyo's "synchronous" mode): the transport decodes it.
 """
 
 from __future__ import annotations
@@ -21,43 +22,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from multiprocessing import Process
-from socket import AF_INET, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET, socket
-from threading import Lock
 from typing import Any
 
-import tlspyo.api
 import tlspyo.client
 from tlspyo.local_protocol_for_client import LocalProtocolForClient, LocalProtocolForClientFactory
 
-from tmrl_core.errors import CodecError, TransportError
-from tmrl_tlspyo.relay import _HEADER, HEADER_SIZE, _ignore_interrupts
+from tmrl_core.errors import CodecError
+from tmrl_tlspyo.link import HEADER_SIZE, NetworkProcess, ignore_interrupts, open_link, split_frames
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
 
-
-def _frames(inbox: bytearray, max_frame: int) -> tuple[list[bytes], int]:
-    """Split complete ``header + body`` frames (no password) off the front of ``inbox``: ``(frames, consumed)``.
-
-    Raises:
-        CodecError: a malformed header, or a frame longer than ``max_frame``.
-    """
-    frames = []
-    start = 0
-    while len(inbox) - start >= HEADER_SIZE:
-        header = bytes(inbox[start : start + HEADER_SIZE])
-        if not _HEADER.fullmatch(header):
-            raise CodecError("malformed frame header")
-        length = int(header)
-        if length > max_frame:
-            raise CodecError(f"a frame of {length} bytes, over the limit of {max_frame}")
-        end = start + HEADER_SIZE + length
-        if len(inbox) < end:
-            break
-        frames.append(bytes(inbox[start:end]))
-        start = end
-    return frames, start
+#: frames (at most ``server.chunk_bytes`` each, or one weights message) waiting for the caller, at most
+RECEIVE_QUEUE = 16
 
 
 class _ClientProtocol(tlspyo.client.ClientProtocol):
@@ -68,14 +45,19 @@ class _ClientProtocol(tlspyo.client.ClientProtocol):
         self._inbox = bytearray()
         self._client: _Client
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._client.link_flow()
+
     def connectionLost(self, reason: Any) -> None:
+        self._client.unlink_flow()
         super().connectionLost(reason)
         self._client.pending_acks.clear()  # what was not acknowledged will not be, on this connection
 
     def dataReceived(self, data: bytes) -> None:
         self._inbox += data
         try:
-            frames, consumed = _frames(self._inbox, self._client.max_frame)
+            frames, consumed = split_frames(self._inbox, self._client.max_frame)
         except CodecError as exc:
             log.warning("tlspyo client: bad data from the relay (%s); reconnecting", exc)
             self.transport.abortConnection()
@@ -127,10 +109,14 @@ class _LocalProtocol(LocalProtocolForClient):
         super().__init__(client)
         self._inbox = bytearray()
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._client.link_flow()
+
     def dataReceived(self, data: bytes) -> None:
         self._inbox += data
         try:
-            frames, consumed = _frames(self._inbox, self._client.max_frame)
+            frames, consumed = split_frames(self._inbox, self._client.max_frame)
         except CodecError as exc:
             log.error("tlspyo client: bad data from its endpoint (%s)", exc)
             self.transport.abortConnection()
@@ -148,6 +134,7 @@ class _LocalProtocol(LocalProtocolForClient):
                     self._client.store.append((cmd, dest, obj))
 
     def connectionLost(self, reason: Any) -> None:
+        self._client.unlink_flow()
         super().connectionLost(reason)
         self._client.close(1)
 
@@ -163,6 +150,23 @@ class _Client(tlspyo.client.Client):
     def __init__(self, *, max_frame: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_frame = max_frame
+        self._flow: Any = None  # the relay connection, registered as the producer of the link to the endpoint
+
+    def link_flow(self) -> None:
+        """Once both connections are up: when the endpoint stops reading the link, stop reading from the relay
+        (the relay's window then bounds what is in flight; nothing piles up in this process)."""
+        relay, link = self.to_server, self.endpoint
+        if relay is None or link is None or self._flow is not None:
+            return
+        link.transport.registerProducer(relay.transport, True)
+        self._flow = relay
+
+    def unlink_flow(self) -> None:
+        if self._flow is None:
+            return
+        self._flow = None
+        if self.endpoint is not None:
+            self.endpoint.transport.unregisterProducer()
 
     def run(self) -> None:
         from twisted.internet import reactor, ssl
@@ -177,7 +181,7 @@ class _Client(tlspyo.client.Client):
         else:
             reactor.connectTCP(host=self._ip_server, port=self._port_server, factory=factory)
         self._reactor = reactor
-        _ignore_interrupts()
+        ignore_interrupts()
         reactor.run(installSignalHandlers=False)
         self._reactor = None
 
@@ -198,11 +202,11 @@ class _Client(tlspyo.client.Client):
             reactor.callLater(0.25, self.close, counter + 1)
 
 
-class TmrlEndpoint(tlspyo.api.Endpoint):
-    """A tlspyo Endpoint with the network process of :class:`_Client` (see the module docstring).
+class TmrlEndpoint:
+    """A tlspyo endpoint with the network process of :class:`_Client` (see the module docstring).
 
-    Objects are sent with tlspyo's ``send_object``/``broadcast``/``produce`` (encoded with the codec); what arrives
-    is read with :meth:`receive` as raw codec messages.
+    :meth:`send_object` sends a codec value to a tlspyo destination (``{group: count}``); :meth:`receive` returns
+    what arrives as raw codec messages.
     """
 
     def __init__(
@@ -219,20 +223,10 @@ class TmrlEndpoint(tlspyo.api.Endpoint):
         reconnect_delay: float = 0.5,
         reconnect_max_delay: float = 5.0,
         start_timeout: float = 60.0,
+        receive_queue: int = RECEIVE_QUEUE,
     ) -> None:
-        # tlspyo.api.Endpoint.__init__ is not called: it binds a fixed local port and starts tlspyo's Client; this
-        # sets the same attributes (tlspyo's methods send_object, broadcast, produce and _send_local use them).
-        self._Endpoint__obj_buffer: queue.Queue[bytes] = queue.Queue()
-        self._Endpoint__socket_closed_lock = Lock()
-        self._Endpoint__socket_closed_flag = False
-        self._header_size = HEADER_SIZE
         self._max_frame = max_frame
-        self._deserialize_locally = True
-        self._local_com_srv = socket(AF_INET, SOCK_STREAM)
-        self._local_com_srv.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
-        self._local_com_srv.bind(("127.0.0.1", 0))
-        self._local_com_srv.listen()
-        self._local_com_port = self._local_com_srv.getsockname()[1]
+        link, link_port = open_link()
         self._client = _Client(
             max_frame=max_frame,
             ip_server=host,
@@ -241,7 +235,7 @@ class TmrlEndpoint(tlspyo.api.Endpoint):
             serializer=serialize,
             deserializer=Deserializer(max_frame),
             groups=(group,),
-            local_com_port=self._local_com_port,
+            local_com_port=link_port,
             header_size=HEADER_SIZE,
             security="TCP" if security is None else "TLS",
             keys_dir=keys_dir,
@@ -251,80 +245,80 @@ class TmrlEndpoint(tlspyo.api.Endpoint):
             recon_factor=1.5,
             recon_jitter=0.1,
         )
-        self._p = Process(target=self._client.run, name=f"tmrl-tlspyo-{group}", daemon=True)
-        self._p.start()
-        self._local_com_srv.settimeout(start_timeout)
-        try:
-            self._local_com_conn, self._local_com_addr = self._local_com_srv.accept()
-        except OSError as exc:
-            self._p.kill()
-            self._local_com_srv.close()
-            raise TransportError(f"the tlspyo network process did not start: {exc}") from exc
-        self._local_com_srv.close()  # one connection only: nobody else may take its place
-        self._local_com_conn.settimeout(None)
-        self._send_local(cmd="TEST")
-        self._t_manage_received_objects = threading.Thread(
-            target=self._read_local, name="tmrl-tlspyo-read", daemon=True
+        self._process = NetworkProcess(
+            self._client.run,
+            link,
+            name=f"tmrl-tlspyo-{group}",
+            start_timeout=start_timeout,
+            what="the tlspyo network process",
         )
-        self._t_manage_received_objects.start()
-        self._stop_lock = Lock()
-        self._stopped = False
+        self._process.send("TEST", None, serialize(None))
+        self._received: queue.Queue[bytes] = queue.Queue(maxsize=receive_queue)
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read_local, name="tmrl-tlspyo-read", daemon=True)
+        self._reader.start()
 
     @property
     def alive(self) -> bool:
         """Whether the network process runs."""
-        return self._p.is_alive()
+        return self._process.alive
+
+    def send_object(self, obj: Any, destination: dict[str, int]) -> None:
+        """Send ``obj`` (a codec value) to ``destination`` through the relay (raises OSError if the network process
+        is gone)."""
+        self.send_encoded(serialize(obj), destination)
+
+    def send_encoded(self, data: bytes, destination: dict[str, int]) -> None:
+        """Send bytes that the receiver will decode as a codec value (tests send anything they like this way)."""
+        self._process.send("OBJ", destination, data)
 
     def _read_local(self) -> None:
         inbox = bytearray()
         deserialize = self._client.deserializer
-        while not self._Endpoint__socket_closed_flag:
+        conn = self._process.conn
+        while not self._closing.is_set():
             try:
-                data = self._local_com_conn.recv(1 << 20)
+                data = conn.recv(1 << 20)
             except OSError:
                 return
             if not data:
                 return  # the network process is gone
             inbox += data
             try:
-                frames, consumed = _frames(inbox, self._max_frame + 256)
+                found, consumed = split_frames(inbox, self._max_frame + 256)
             except CodecError as exc:
                 log.error("tlspyo endpoint: bad data from its network process (%s)", exc)
                 return
             del inbox[:consumed]
-            for frame in frames:
+            for frame in found:
                 try:
                     _, cmd, obj = deserialize(frame[HEADER_SIZE:])
                 except (CodecError, TypeError, ValueError) as exc:
                     log.warning("tlspyo endpoint: dropped an undecodable frame: %s", exc)
                     continue
-                if cmd == "OBJ" and type(obj) is bytes:
-                    self._Endpoint__obj_buffer.put(obj)
+                if cmd == "OBJ" and type(obj) is bytes and not self._put(obj):
+                    return
+
+    def _put(self, obj: bytes) -> bool:
+        """Queue ``obj`` for :meth:`receive`, waiting while the queue is full (this is what stops the network
+        process from reading: see the module docstring); False if the endpoint closed meanwhile."""
+        while not self._closing.is_set():
+            try:
+                self._received.put(obj, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def receive(self, timeout: float | None = None) -> bytes | None:
         """The next raw message received (a codec message, not yet decoded), or None after ``timeout`` seconds."""
         try:
-            return self._Endpoint__obj_buffer.get(timeout=timeout)
+            return self._received.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the network process (waiting at most about a second for acknowledgements); idempotent."""
-        lock = getattr(self, "_stop_lock", None)
-        if lock is None:
-            return
-        with lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            try:
-                self._send_local(cmd="STOP", dest=None, obj=None)
-            except OSError:
-                pass
-            self._p.join(timeout)
-            if self._p.is_alive():
-                self._p.kill()
-                self._p.join(5)
-            self._Endpoint__socket_closed_flag = True
-            self._local_com_conn.close()
-            self._t_manage_received_objects.join(timeout)
+        self._process.stop(("STOP", None, serialize(None)), timeout)
+        self._closing.set()
+        self._reader.join(timeout)

@@ -12,9 +12,17 @@ parts of tlspyo 0.3.0's ``ServerProtocol`` that cannot be made safe from outside
 - roles: a client joins as ``trainer`` (at most one) or as one of ``workers`` (at most ``max_workers``); only the
   trainer may broadcast to the workers (weights), workers may only send to the trainer (sample chunks), and anyone may
   ask for an echo (``dest == {"echo": -1}``: a heartbeat that tells a client its messages got through);
-- memory bounds: chunks waiting for a trainer are bounded in bytes (oldest dropped and counted), at most a window of
-  unacknowledged chunks is in flight to the trainer, and a worker that has not acknowledged its last weights gets only
-  the newest weights once it has (newest wins, instead of an unbounded write buffer);
+- backpressure: each worker's chunks wait for the trainer in that worker's own queue; the relay stops reading from a
+  worker whose queue holds ``worker_queue_bytes`` (or when all queues together hold ``pending_bytes``) and reads it
+  again once the trainer took half, so a flooding sender is slowed down (its own bounded queue then drops and counts
+  its oldest samples) while the others keep their turn: the trainer gets the workers' chunks in rotation, at most a
+  window of unacknowledged bytes at a time;
+- output: a client whose connection does not take what the relay writes (Twisted's write buffer is full) is not read
+  either (so it cannot ask for more), and one that has not read for ``stalled_timeout`` seconds is disconnected
+  (the trainer excepted: its window bounds what it is sent); echo requests are at most ``max_echo_bytes``; a worker
+  that has not acknowledged its last weights gets only the newest weights once it has (newest wins);
+- weights: only weights whose signature verifies with the trainer's public key (``weights-signing-public.pem``) and
+  whose sequence number is newer are kept as the latest and broadcast; a client sending others is disconnected;
 - nothing it has sent is kept after the receiver's connection is gone (tlspyo keeps every unacknowledged message).
 
 Anything a client sends that breaks these rules is logged (with the peer address, never the password) and closes that
@@ -27,27 +35,26 @@ import collections
 import hmac
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from socket import AF_INET, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET, socket
-from threading import Lock
 from typing import Any
 
-import tlspyo.api
 import tlspyo.server
 from tlspyo.local_protocol_for_server import LocalProtocolForServer, LocalProtocolForServerFactory
 
 from tmrl_core import codec
 from tmrl_core.errors import CodecError, TransportError
+from tmrl_tlspyo import credentials
+from tmrl_tlspyo.link import HEADER, HEADER_SIZE, NetworkProcess, ignore_interrupts, open_link
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
 # tlspyo logs every connection attempt at INFO through its own handler; ours say what matters
 logging.getLogger("tlspyo").setLevel(logging.WARNING)
 
-HEADER_SIZE = 10
-_HEADER = re.compile(rb"[0-9]+ *")
+_HEADER = HEADER
 TRAINER_GROUP = "trainer"
 WORKERS_GROUP = "workers"
 ECHO = "echo"
@@ -59,12 +66,20 @@ class RelayPolicy:
 
     password: str
     max_frame_bytes: int
+    #: the folder holding ``weights-signing-public.pem`` (weights are checked before they are kept)
+    keys_dir: str
     max_workers: int = -1
     handshake_timeout: float = 10.0
-    #: bytes of chunks kept for the trainer while it is absent or slow; the oldest are dropped beyond
+    #: bytes of chunks all workers' queues hold together for the trainer; beyond, no worker is read
     pending_bytes: int = 64 * 1024 * 1024
+    #: bytes of chunks one worker's queue holds; beyond, that worker is not read until the trainer took half
+    worker_queue_bytes: int = 4 * 1024 * 1024
     #: bytes sent to the trainer and not yet acknowledged
     trainer_window_bytes: int = 8 * 1024 * 1024
+    #: seconds a client other than the trainer may leave the relay's writes unread before it is disconnected
+    stalled_timeout: float = 30.0
+    #: largest echo request (heartbeats are a few bytes)
+    max_echo_bytes: int = 1024
 
 
 class _Protocol(tlspyo.server.ServerProtocol):
@@ -83,6 +98,11 @@ class _Protocol(tlspyo.server.ServerProtocol):
         self.unacked_bytes = 0
         self._weights_stamp: int | None = None  # workers: weights sent and not yet acknowledged
         self._weights_stale = False
+        # workers: chunks waiting for the trainer (bytes), and why this connection is not read at the moment
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
+        self._paused: set[str] = set()
+        self._stall_timer: Any = None
 
     # -- connection life ---------------------------------------------------------------------------------------------
 
@@ -100,6 +120,8 @@ class _Protocol(tlspyo.server.ServerProtocol):
     def connectionLost(self, reason: Any) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
         for stamp in self._stamps:
             self._server.pending_acks.pop(stamp, None)
         self._stamps.clear()
@@ -111,6 +133,43 @@ class _Protocol(tlspyo.server.ServerProtocol):
         self._state = "DEAD"
         if self.role == TRAINER_GROUP:
             self._server.trainer = None
+
+    # -- reading paused: a full queue for the trainer, or output the client does not take ------------------------
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused and self._state not in ("KILLED", "CLOSED", "DEAD"):
+            self.transport.pauseProducing()
+        self._paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and self._state not in ("KILLED", "CLOSED", "DEAD"):
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """The client does not read what the relay writes: stop reading it (no more echoes, no more acks), and
+        disconnect it if that lasts (unless it is the trainer, whose window bounds what it is sent)."""
+        from twisted.internet import reactor
+
+        self.pause_reading("output")
+        if self.role != TRAINER_GROUP and self._stall_timer is None:
+            self._stall_timer = reactor.callLater(self._policy.stalled_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
+        self._stall_timer = None
+        self.resume_reading("output")
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if self._state not in ("KILLED", "CLOSED", "DEAD"):
+            self._refuse(f"it has not read what the relay sent for {self._policy.stalled_timeout:g} s")
 
     def _refuse(self, why: str, level: int = logging.WARNING) -> None:
         log.log(level, "relay: closing the connection from %s: %s", self.peer, why)
@@ -172,9 +231,9 @@ class _Protocol(tlspyo.server.ServerProtocol):
             self._refuse(f"unexpected command {cmd!r} from a {self.role}")
 
     def _on_ack(self, stamp: int) -> None:
-        entry = self._server.pending_acks.pop(stamp, None)
         if stamp not in self._stamps:
-            return
+            return  # not ours (a client acknowledging another connection's stamp must not open its window)
+        entry = self._server.pending_acks.pop(stamp, None)
         self._stamps.discard(stamp)
         if entry is not None:
             self.unacked_bytes -= entry[1]
@@ -202,6 +261,9 @@ class _Protocol(tlspyo.server.ServerProtocol):
             self._timer.cancel()
         self._timer = None
         self.role = role
+        # From now on, Twisted calls pauseProducing when this connection's write buffer is full and resumeProducing
+        # when it drained (not before: until the TLS handshake ends, TLS holds the first writes and would pause it)
+        self.transport.registerProducer(self, True)
         self._identifier = self._server.add_client(groups=groups, client=self)
         self._state = "ALIVE"
         log.info("relay: %s %s connected", role, self.peer)
@@ -214,11 +276,15 @@ class _Protocol(tlspyo.server.ServerProtocol):
     def _on_object(self, dest: dict[Any, Any], obj: bytes) -> None:
         ((group, count),) = dest.items()
         if group == ECHO and count == -1:
+            if len(obj) > self._policy.max_echo_bytes:
+                return self._refuse(f"an echo request of {len(obj)} bytes (at most {self._policy.max_echo_bytes})")
             self.send_obj(obj=obj)
         elif self.role == TRAINER_GROUP and group == WORKERS_GROUP and count == -1:
-            self._server.broadcast_weights(obj)
+            refusal = self._server.broadcast_weights(obj)
+            if refusal:
+                self._refuse(f"weights refused, the relay keeps its latest ones: {refusal}")
         elif self.role == WORKERS_GROUP and group == TRAINER_GROUP and count == 1:
-            self._server.queue_for_trainer(obj)
+            self._server.queue_for_trainer(obj, self)
         else:
             self._refuse(f"a {self.role} may not send to {group!r} ({count})")
 
@@ -279,13 +345,16 @@ class GuardedServer(tlspyo.server.Server):
         self.bind = bind
         self.trainer: _Protocol | None = None
         self.latest_weights: bytes | None = None
-        self.pending: collections.deque[bytes] = collections.deque()
+        self.latest_sequence = 0
+        self._verifier: credentials.WeightsVerifier | None = None  # loaded in the relay's process
+        # workers with chunks waiting, in the order the trainer gets them (one chunk each in turn)
+        self.senders: collections.OrderedDict[int, _Protocol] = collections.OrderedDict()
         self.pending_size = 0
-        self.dropped_chunks = 0
 
     def run(self) -> None:
         from twisted.internet import reactor, ssl
 
+        self._verifier = credentials.WeightsVerifier(Path(self.policy.keys_dir))
         factory = _Factory(self)
         if self._security == "TLS":
             key = os.path.join(self._keys_dir, "key.pem")
@@ -296,7 +365,7 @@ class GuardedServer(tlspyo.server.Server):
             reactor.listenTCP(self._port, factory, interface=self.bind)
         reactor.connectTCP(host="127.0.0.1", port=self._local_com_port, factory=_LocalFactory(self))
         self._reactor = reactor
-        _ignore_interrupts()
+        ignore_interrupts()
         reactor.run(installSignalHandlers=False)
         self._reactor = None
 
@@ -323,36 +392,71 @@ class GuardedServer(tlspyo.server.Server):
             return f"the server accepts at most {self.policy.max_workers} workers (server.max_workers)"
         return None
 
-    def broadcast_weights(self, obj: bytes) -> None:
-        self.latest_weights = obj
+    def broadcast_weights(self, obj: bytes) -> str | None:
+        """Keep ``obj`` as the latest weights and offer it to every worker, if it is genuine and newer; else why not.
+
+        Checked here as the workers check it (signature, then sequence), so that a client holding the password and
+        the free trainer slot cannot make the relay keep, and hand every new worker, weights nobody can load."""
+        try:
+            message = codec.decode(obj, max_bytes=self.policy.max_frame_bytes)
+        except CodecError as exc:
+            return f"undecodable: {exc.message}"
+        if not (
+            type(message) is tuple
+            and len(message) == 5
+            and message[0] == "weights"
+            and type(message[1]) is str
+            and type(message[2]) is int
+            and type(message[3]) is bytes
+            and type(message[4]) is bytes
+        ):
+            return "not a weights message"
+        _, run, sequence, signature, payload = message
+        assert self._verifier is not None
+        if not self._verifier.verify(signature, credentials.signed_bytes(run, sequence, payload)):
+            return "the signature does not verify with weights-signing-public.pem"
+        if sequence <= self.latest_sequence:
+            return f"older than the latest ones (#{sequence} <= #{self.latest_sequence})"
+        self.latest_weights, self.latest_sequence = obj, sequence
         group = self.group_info.get(WORKERS_GROUP)
         for identifier in list(group["ids"]) if group else ():
             self.to_clients[identifier].offer_weights()
+        return None
 
-    def queue_for_trainer(self, obj: bytes) -> None:
-        self.pending.append(obj)
+    def queue_for_trainer(self, obj: bytes, sender: _Protocol) -> None:
+        """Queue a chunk from ``sender`` for the trainer; stop reading ``sender`` while its queue (or all queues
+        together) is full."""
+        sender.queue.append(obj)
+        sender.queued_bytes += len(obj)
         self.pending_size += len(obj)
-        while self.pending_size > self.policy.pending_bytes and len(self.pending) > 1:
-            self.pending_size -= len(self.pending.popleft())
-            self.dropped_chunks += 1
-            if self.dropped_chunks in (1, 10, 100) or self.dropped_chunks % 1000 == 0:
-                log.warning(
-                    "relay: no trainer is taking samples; dropped the oldest waiting chunk (%d so far)",
-                    self.dropped_chunks,
-                )
+        self.senders.setdefault(id(sender), sender)
+        if sender.queued_bytes >= self.policy.worker_queue_bytes or self.pending_size >= self.policy.pending_bytes:
+            sender.pause_reading("queue")
         self.pump_trainer()
 
     def pump_trainer(self) -> None:
-        """Send waiting chunks to the trainer while its unacknowledged bytes stay within the window."""
+        """Send waiting chunks to the trainer, one per worker in turn, while its unacknowledged bytes stay within
+        the window; read again the workers whose queues made room."""
         trainer = self.trainer
-        while trainer is not None and self.pending and trainer.unacked_bytes < self.policy.trainer_window_bytes:
-            obj = self.pending.popleft()
+        while trainer is not None and self.senders and trainer.unacked_bytes < self.policy.trainer_window_bytes:
+            key, sender = next(iter(self.senders.items()))
+            obj = sender.queue.popleft()
+            sender.queued_bytes -= len(obj)
             self.pending_size -= len(obj)
+            if sender.queue:
+                self.senders.move_to_end(key)
+            else:
+                del self.senders[key]
             trainer.send_obj(obj=obj)
+        if self.pending_size < self.policy.pending_bytes // 2:
+            for identifier in list(self.group_info.get(WORKERS_GROUP, {}).get("ids", ())):
+                worker = self.to_clients[identifier]
+                if worker.queued_bytes < self.policy.worker_queue_bytes // 2:
+                    worker.resume_reading("queue")
 
 
-class TmrlRelay(tlspyo.api.Relay):
-    """tlspyo's Relay running a :class:`GuardedServer` (same process model; see the module docstring).
+class TmrlRelay:
+    """A :class:`GuardedServer` in its own process, driven through a local link (see :mod:`tmrl_tlspyo.link`).
 
     Raises:
         TransportError: the port is taken, or the relay process did not start.
@@ -369,78 +473,39 @@ class TmrlRelay(tlspyo.api.Relay):
         start_timeout: float = 60.0,
     ) -> None:
         _check_port_free(bind, port)
-        self._header_size = HEADER_SIZE
-        # the local link listens on a port the OS picks: several relays and endpoints coexist on one machine
-        self._local_com_srv = socket(AF_INET, SOCK_STREAM)
-        self._local_com_srv.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
-        self._local_com_srv.bind(("127.0.0.1", 0))
-        self._local_com_srv.listen()
-        self._local_com_port = self._local_com_srv.getsockname()[1]
+        link, link_port = open_link()
         self._server = GuardedServer(
             policy=policy,
             bind=bind,
             port=port,
             serializer=serialize,
             deserializer=Deserializer(policy.max_frame_bytes),
-            local_com_port=self._local_com_port,
+            local_com_port=link_port,
             header_size=HEADER_SIZE,
             security="TCP" if security is None else "TLS",
             keys_dir=keys_dir,
         )
-        from multiprocessing import Process
-
-        self._p = Process(target=self._server.run, name="tmrl-tlspyo-relay", daemon=True)
-        self._p.start()
-        self._local_com_srv.settimeout(start_timeout)
-        try:
-            self._local_com_conn, self._local_com_addr = self._local_com_srv.accept()
-        except OSError as exc:
-            self._p.kill()
-            self._local_com_srv.close()
-            raise TransportError(
-                f"the relay process did not start on port {port}: {exc}", hint="see the log above for its error"
-            ) from exc
-        self._send_local("TEST")
-        self._stop_lock = Lock()
-        self._stopped = False
+        self._process = NetworkProcess(
+            self._server.run,
+            link,
+            name="tmrl-tlspyo-relay",
+            start_timeout=start_timeout,
+            what=f"the relay process on port {port}",
+        )
+        self._process.send("TEST", None)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the relay process; idempotent."""
-        lock = getattr(self, "_stop_lock", None)
-        if lock is None:
-            return
-        with lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            try:
-                self._send_local("STOP")
-            except OSError:
-                pass
-            self._p.join(timeout)
-            if self._p.is_alive():
-                self._p.kill()
-                self._p.join(5)
-            self._local_com_conn.close()
-            self._local_com_srv.close()
+        self._process.stop(("STOP", None), timeout)
 
     def kill(self) -> None:
         """Stop the relay process at once, as a crash would (tests)."""
-        self._p.kill()
-        self._p.join(5)
+        self._process.kill()
         self.stop()
 
     @property
     def pid(self) -> int | None:
-        return self._p.pid
-
-
-def _ignore_interrupts() -> None:
-    """In a network process: Ctrl-C in a terminal reaches the whole process group, but the process that started
-    this one decides when it stops (through the local link), after delivering what it still holds."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self._process.pid
 
 
 def _check_port_free(bind: str, port: int) -> None:

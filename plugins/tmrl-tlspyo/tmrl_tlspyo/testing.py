@@ -108,3 +108,142 @@ def server_args(settings: ServerSettings) -> list[str]:
         value = values[key]
         args += ["--set", f"server.{key}={value if isinstance(value, str) else json.dumps(value)}"]
     return args
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory in bytes of process ``pid`` and all its descendants (Linux ``/proc``; 0 once it is gone):
+    the server's relay and the clients' network processes are children of the process that started them."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        pending.extend(int(child) for child in children)
+    return total
+
+
+class RawClient:
+    """A client that speaks tlspyo's protocol itself over TLS, holding the password: it sends whatever a test asks,
+    as fast as the relay reads it, and reads the relay's replies only if told to (``read``)."""
+
+    def __init__(self, settings: ServerSettings, group: str, *, read: bool = True) -> None:
+        import ssl
+        import threading
+
+        context = ssl.create_default_context(cafile=str(Path(settings.tls_credentials_directory) / "certificate.pem"))
+        raw = socket.create_connection((settings.host, settings.port), timeout=30)
+        self.sock = context.wrap_socket(raw, server_hostname=settings.tls_hostname)
+        self.password = settings.password.get_secret_value().encode()
+        self.stamp = 0
+        self.sent_bytes = 0
+        self._read_frame()  # the relay's hello
+        self.sock.settimeout(None)  # from now on, blocked is what the relay decides (it may stop reading us)
+        self.send("HELLO", None, (group,))
+        self.closed = threading.Event()
+        self.echoed: set[bytes] = set()
+        if read:
+            threading.Thread(target=self._drain, daemon=True).start()
+
+    def _read_frame(self) -> bytes:
+        from tmrl_tlspyo.link import HEADER_SIZE
+
+        header = self._read_exactly(HEADER_SIZE)
+        return self._read_exactly(int(header))
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            part = self.sock.recv(size - len(data))
+            if not part:
+                raise ConnectionError("the relay closed the connection")
+            data += part
+        return data
+
+    def _drain(self) -> None:
+        from tmrl_core import codec
+
+        try:
+            while True:
+                stamp, cmd, obj = codec.decode(self._read_frame())
+                if cmd == "OBJ" and isinstance(obj, bytes):
+                    self.echoed.add(obj)
+        except (OSError, ConnectionError):
+            pass
+        self.closed.set()
+
+    def sync(self, timeout: float = 120.0) -> None:
+        """Return once the relay has read everything sent so far (it echoes a marker sent after it; needs ``read``)."""
+        marker = f"sync-{self.stamp}".encode()
+        self.send("OBJ", {"echo": -1}, marker)
+        deadline = time.monotonic() + timeout
+        while marker not in self.echoed:
+            if time.monotonic() > deadline or self.closed.is_set():
+                raise AssertionError("the relay did not read everything this client sent")
+            time.sleep(0.05)
+
+    def send(self, cmd: str, destination: Any, obj: Any) -> None:
+        """One tlspyo frame ``(stamp, cmd, destination, obj)``; blocks while the relay does not read."""
+        from tmrl_core import codec
+        from tmrl_tlspyo.link import HEADER_SIZE
+
+        self.stamp += 1
+        body = codec.encode((self.stamp, cmd, destination, obj))
+        self.sock.sendall(f"{len(body):<{HEADER_SIZE}}".encode() + self.password + body)
+        self.sent_bytes += len(body)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def pendulum_buffer(samples: int = 1000, episode: int = 200) -> Any:
+    """A :class:`~tmrl_core.buffer.Buffer` shaped like a pendulum worker's (reset sample, then steps; episodes of
+    ``episode`` steps truncated), with plausible random values."""
+    import numpy as np
+
+    from tmrl_core import Buffer
+
+    rng = np.random.default_rng(0)
+    buffer = Buffer(maxlen=samples)
+    step = 0
+    for _ in range(samples):
+        obs = rng.uniform(-1, 1, 3).astype(np.float32)
+        if step == 0:
+            buffer.append_sample((np.zeros(1, np.float32), obs, 0.0, False, False, {}))
+        else:
+            act = rng.uniform(-2, 2, 1).astype(np.float32)
+            buffer.append_sample((act, obs, float(rng.uniform(-16, 0)), False, step == episode, {}))
+        step = 0 if step == episode else step + 1
+    buffer.stat_train_return, buffer.stat_train_steps = -1000.0, episode
+    return buffer
+
+
+def flood(config_json: str) -> None:
+    """Run as a process: a password holder sending valid 1,000-sample buffers (one chunk each) to the trainer as
+    fast as the relay reads them, for ``seconds``; writes ``{"sent_bytes", "sent_buffers"}`` to ``report``."""
+    from tmrl_core import codec
+
+    config = json.loads(config_json)
+    settings = ServerSettings(**config["settings"])
+    data = codec.encode_buffer(pendulum_buffer())
+    chunk = codec.encode(("chunk", "flooder", 1, 0, 1, len(data), data))  # a whole buffer in one chunk
+    client = RawClient(settings, "workers")
+    deadline = time.monotonic() + float(config["seconds"])
+    sent = 0
+    try:
+        while time.monotonic() < deadline and not client.closed.is_set():
+            sent += 1
+            client.send("OBJ", {"trainer": 1}, chunk)
+        client.sync()  # what was sent reached the relay: it goes on to the trainer unless a drop is reported
+    finally:
+        client.close()
+        Path(config["report"]).write_text(json.dumps({"sent_bytes": client.sent_bytes, "sent_buffers": sent}))

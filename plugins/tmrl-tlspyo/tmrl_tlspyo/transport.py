@@ -11,8 +11,11 @@ the core codec as serializer and deserializer, so nothing is ever unpickled. On 
   or older than what they hold; the relay lets only the trainer broadcast to workers;
 - **flow control and reconnection**: every client sends a heartbeat that the relay echoes back; a worker keeps at
   most a small window of unconfirmed data in tlspyo's hands and queues the rest itself, bounded by
-  ``server.local_buffer_max_samples`` (oldest dropped, and counted in the log). Clients started before the server,
-  or whose server restarts, connect when it is up (tlspyo reconnects; delays from 0.5 s up to 5 s).
+  ``server.local_buffer_max_samples`` (oldest dropped, counted in its log and reported to the trainer's metrics with
+  the next buffer that gets through). The trainer holds at most ``server.queue_bytes`` of received buffers; beyond,
+  it stops reading, so the relay holds the workers' chunks and then stops reading the workers (see
+  :mod:`tmrl_tlspyo.relay`). Clients started before the server, or whose server restarts, connect when it is up
+  (tlspyo reconnects; delays from 0.5 s up to 5 s).
 
 Messages inside tlspyo objects (codec values): ``("ping", n)``, ``("chunk", sender, message, index, count, total,
 data)`` and ``("weights", run, sequence, signature, payload)``; see ``docs/tlspyo.md``.
@@ -32,7 +35,17 @@ from typing import Any
 
 from tmrl_core import Buffer, codec
 from tmrl_core.errors import CodecError, TransportError
-from tmrl_core.transport import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
+from tmrl_core.transport import (
+    DropOldestQueue,
+    NewestSlot,
+    ReceivedBuffers,
+    ServerEndpoint,
+    TrainerEndpoint,
+    Transport,
+    Weights,
+    WorkerEndpoint,
+    snapshot,
+)
 from tmrl_tlspyo import credentials
 from tmrl_tlspyo.relay import ECHO, TRAINER_GROUP, WORKERS_GROUP, RelayPolicy
 
@@ -40,11 +53,7 @@ log = logging.getLogger("tmrl.transport.tlspyo")
 
 #: bytes of tlspyo envelope and message fields around a payload (generous)
 _OVERHEAD = 4096
-_SIGNATURE_CONTEXT = b"tmrl-weights-v1\x00"
-
-
-def _signed_bytes(run: str, sequence: int, payload: bytes) -> bytes:
-    return b"".join((_SIGNATURE_CONTEXT, run.encode(), b"\x00", sequence.to_bytes(8, "little"), payload))
+_signed_bytes = credentials.signed_bytes
 
 
 class TlspyoTransport(Transport):
@@ -57,8 +66,9 @@ class TlspyoTransport(Transport):
         run_name: signed into weights, so that workers of one run refuse another run's weights.
         options: ``heartbeat`` (seconds between heartbeats, default 0.5), ``handshake_timeout`` (seconds the relay
             gives a new connection to authenticate, default 10), ``reconnect_delay`` and ``reconnect_max_delay``
-            (default 0.5 and 5 s), ``relay_pending_bytes`` (chunks the relay keeps for an absent trainer, default
-            4 x max_message_bytes, at least 64 MiB).
+            (default 0.5 and 5 s), ``relay_pending_bytes`` (chunks the relay holds for the trainer, all workers
+            together, default ``server.queue_bytes``), ``stalled_timeout`` (seconds a client may leave the relay's
+            writes unread, default 30).
     """
 
     def __init__(self, settings: Any, *, run_name: str = "default", **options: Any) -> None:
@@ -79,7 +89,9 @@ class TlspyoTransport(Transport):
         self.handshake_timeout = float(options.get("handshake_timeout", 10.0))
         self.reconnect_delay = float(options.get("reconnect_delay", 0.5))
         self.reconnect_max_delay = float(options.get("reconnect_max_delay", 5.0))
-        self.relay_pending_bytes = int(options.get("relay_pending_bytes", max(64 << 20, 4 * self.max_bytes)))
+        self.queue_bytes = int(settings.queue_bytes)
+        self.relay_pending_bytes = int(options.get("relay_pending_bytes", self.queue_bytes))
+        self.stalled_timeout = float(options.get("stalled_timeout", 30.0))
 
     @property
     def security(self) -> str | None:
@@ -116,20 +128,27 @@ class TlspyoServer(ServerEndpoint):
         with self._lock:
             if self.relay is not None:
                 return
+            # the relay checks the signature of weights before it keeps them as the latest
+            needed = (credentials.SIGNING_PUBLIC_KEY,)
             if self.t.tls:
-                credentials.require(self.t.keys_dir, (credentials.TLS_KEY, credentials.TLS_CERTIFICATE), role="server")
-            elif self.t.bind not in ("127.0.0.1", "localhost", "::1"):
+                needed = (credentials.TLS_KEY, credentials.TLS_CERTIFICATE, *needed)
+            credentials.require(self.t.keys_dir, needed, role="server")
+            if not self.t.tls and self.t.bind not in ("127.0.0.1", "localhost", "::1"):
                 log.warning(
                     "server: TLS is off (server.tls=false): the password and all data cross the network in clear "
                     "text; turn TLS on beyond a trusted network"
                 )
+            chunk_frame = self.t.chunk_bytes + _OVERHEAD
             policy = RelayPolicy(
                 password=self.t.password,
                 max_frame_bytes=self.t.max_frame,
+                keys_dir=str(self.t.keys_dir),
                 max_workers=self.t.max_workers,
                 handshake_timeout=self.t.handshake_timeout,
-                pending_bytes=self.t.relay_pending_bytes,
-                trainer_window_bytes=max(8 << 20, 2 * self.t.chunk_bytes + _OVERHEAD),
+                pending_bytes=max(self.t.relay_pending_bytes, 2 * chunk_frame),
+                worker_queue_bytes=max(self.t.relay_pending_bytes // 16, 2 * chunk_frame),
+                trainer_window_bytes=max(self.t.relay_pending_bytes // 8, 2 * chunk_frame),
+                stalled_timeout=self.t.stalled_timeout,
             )
             self.relay = TmrlRelay(
                 port=self.t.port,
@@ -338,18 +357,16 @@ class TlspyoWorker(_Client, WorkerEndpoint):
     role = "worker"
 
     def __init__(self, transport: TlspyoTransport, name: str) -> None:
-        self._outbox: collections.deque[Buffer] = collections.deque()
-        self._outbox_samples = 0
+        self._outbox: DropOldestQueue[Buffer] = DropOldestQueue(transport.max_pending_samples)
         self._in_flight: collections.deque[tuple[int, int]] = collections.deque()  # (heartbeat number, bytes)
         self._in_flight_bytes = 0
-        self.dropped_samples = 0
         self.oversized_buffers = 0
         self.sent_samples = 0
         self.sent_buffers = 0
         # a name unique among all workers of all machines: the trainer reassembles chunks per sender
         self.sender_id = f"{name}#{secrets.token_hex(6)}"
         self._message_number = 0
-        self._weights: dict[str, Any] | None = None
+        self._weights: NewestSlot[Weights] = NewestSlot()
         self._weights_sequence = 0
         self._verifier: credentials.WeightsVerifier | None = None
         super().__init__(transport, name)
@@ -361,22 +378,13 @@ class TlspyoWorker(_Client, WorkerEndpoint):
 
     def send_samples(self, buffer: Buffer) -> None:
         self._check_not_stranded()
-        # a snapshot: the caller may go on appending to (or clearing) its buffer
-        snapshot = Buffer(maxlen=max(buffer.maxlen, len(buffer), 1))
-        snapshot.memory = list(buffer.memory)
-        snapshot.dropped = buffer.dropped
-        snapshot.stat_train_return, snapshot.stat_test_return = buffer.stat_train_return, buffer.stat_test_return
-        snapshot.stat_train_steps, snapshot.stat_test_steps = buffer.stat_train_steps, buffer.stat_test_steps
+        copy = snapshot(buffer)  # the caller may go on appending to (or clearing) its buffer
         with self._cond:
-            self._outbox.append(snapshot)
-            self._outbox_samples += len(snapshot)
-            while self._outbox_samples > self.t.max_pending_samples and len(self._outbox) > 1:
-                lost_buffer = self._outbox.popleft()
-                lost = len(lost_buffer)
-                self._outbox_samples -= lost
-                self.dropped_samples += lost
-                # the count travels with the newest buffer, so that the trainer's metrics show what was lost
-                self._outbox[-1].dropped += lost + lost_buffer.dropped
+            dropped = self._outbox.put(copy)
+            if dropped:
+                lost = sum(len(old) for old in dropped)
+                # the count travels with the newest buffer (kept: it is this one), so the trainer's metrics show it
+                copy.dropped += lost + sum(old.dropped for old in dropped)
                 log.warning(
                     "worker %s: the server is unreachable or slow; dropped %d unsent samples (%d so far)",
                     self.name,
@@ -386,10 +394,15 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             self._cond.notify_all()
 
     @property
+    def dropped_samples(self) -> int:
+        """Samples dropped because the server could not take them in time (oldest first)."""
+        return self._outbox.dropped_weight
+
+    @property
     def pending_samples(self) -> int:
         """Samples queued here and not yet handed to tlspyo."""
         with self._cond:
-            return self._outbox_samples
+            return self._outbox.weight
 
     #: buffers handed to tlspyo and not yet confirmed by a heartbeat, at most (what tlspyo would otherwise queue
     #: without bound while disconnected)
@@ -404,9 +417,7 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             if self._closed.is_set():
                 return
             self._ping_if_due(time.monotonic())
-            buffer = self._outbox.popleft() if self._can_send() else None
-            if buffer is not None:
-                self._outbox_samples -= len(buffer)
+            buffer = self._outbox.get() if self._can_send() else None
         if buffer is None:
             return
         try:
@@ -449,7 +460,7 @@ class TlspyoWorker(_Client, WorkerEndpoint):
         return not self._outbox and not self._in_flight
 
     def _summary(self) -> str:
-        unsent = self._outbox_samples
+        unsent = self._outbox.weight
         unconfirmed = len(self._in_flight)
         return (
             f"sent {self.sent_samples} samples in {self.sent_buffers} buffers, dropped {self.dropped_samples}, "
@@ -482,20 +493,19 @@ class TlspyoWorker(_Client, WorkerEndpoint):
         weights = codec.decode_weights(payload, max_bytes=self.t.max_bytes)
         with self._cond:
             self._weights_sequence = sequence
-            self._weights = weights
+            self._weights.put(weights)
             self._cond.notify_all()
 
     def receive_weights(self, blocking: bool = False, timeout: float | None = None) -> Weights | None:
         self._check_not_stranded()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while blocking and self._weights is None and not self._closed.is_set():
+            while blocking and not self._weights and not self._closed.is_set():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
-            weights, self._weights = self._weights, None
-        return weights
+            return self._weights.take()
 
 
 class _Reassembly:
@@ -519,10 +529,12 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
     max_partial_senders = 256
 
     def __init__(self, transport: TlspyoTransport, name: str = "trainer") -> None:
-        self._received: list[Buffer] = []
+        # decoded buffers, bounded (see ReceivedBuffers): beyond, the reader waits, the endpoint's queue fills and
+        # its network process stops reading from the relay (see the module docstring)
+        self._received = ReceivedBuffers(transport.max_pending_samples, transport.queue_bytes)
         self._partial: collections.OrderedDict[str, _Reassembly] = collections.OrderedDict()
         self._partial_bytes = 0
-        self._weights: bytes | None = None  # encoded, waiting to be signed and sent
+        self._weights: NewestSlot[bytes] = NewestSlot()  # encoded, waiting to be signed and sent
         self._weights_in_flight: tuple[int, float] | None = None  # (heartbeat number, when)
         self._sequence = 0
         self._signer: credentials.WeightsSigner | None = None
@@ -545,11 +557,11 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
                 hint="raise server.max_message_bytes on every machine",
             )
         with self._cond:
-            self._weights = data
+            self._weights.put(data)
             self._cond.notify_all()
 
     def _weights_sendable(self) -> bool:
-        if self._weights is None:
+        if not self._weights:
             return False
         in_flight = self._weights_in_flight
         # one weights message in tlspyo's hands at a time; if its heartbeat never comes back (lost with the
@@ -562,9 +574,7 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
             if self._closed.is_set():
                 return
             self._ping_if_due(time.monotonic())
-            data = self._weights if self._weights_sendable() else None
-            if data is not None:
-                self._weights = None
+            data = self._weights.take() if self._weights_sendable() else None
         if data is None:
             return
         assert self._signer is not None
@@ -582,7 +592,7 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
             self._weights_in_flight = None
 
     def _drained(self) -> bool:
-        return self._weights is None and self._weights_in_flight is None
+        return not self._weights and self._weights_in_flight is None
 
     def _summary(self) -> str:
         return (
@@ -595,9 +605,10 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
     def receive_samples(self) -> list[Buffer]:
         self._check_not_stranded()
         with self._cond:
-            received, self._received = self._received, []
+            received = self._received.take_all()
             self.received_buffers += len(received)
             self.received_samples += sum(len(buffer) for buffer in received)
+            self._cond.notify_all()
         return received
 
     def _on_message(self, message: tuple) -> None:
@@ -643,7 +654,9 @@ class TlspyoTrainer(_Client, TrainerEndpoint):
             raise CodecError(f"message from {sender} is {partial.size} bytes, announced {total}")
         buffer = codec.decode_buffer(b"".join(partial.parts), max_bytes=self.t.max_bytes)
         with self._cond:
-            self._received.append(buffer)
+            while self._received.full and not self._closed.is_set():
+                self._cond.wait(0.2)
+            self._received.put(buffer, total)
 
     def _drop_partial(self, sender: str, why: str | None) -> None:
         partial = self._partial.pop(sender, None)
