@@ -129,7 +129,9 @@ def write_png(
     try:
         for ax, (metric, lines) in zip(axes[0], panels, strict=True):
             for curve in lines:
-                (line,) = ax.plot(curve.x, curve.y, label=curve.label, linewidth=1.6)
+                # markers where points are few: a curve of one evaluation is a point, not an invisible line
+                marker = "o" if len(curve.x) <= 30 else None
+                (line,) = ax.plot(curve.x, curve.y, label=curve.label, linewidth=1.6, marker=marker, markersize=3)
                 if curve.low is not None and curve.high is not None:
                     ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set_xlabel(x_label)
