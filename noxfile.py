@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s tests`` (every test suite), ``nox -s lint`` (ruff), ``nox -s bench`` (benchmarks)."""
+"""Sessions: ``nox -s tests`` (every test suite), ``nox -s lint`` (ruff), ``nox -s bench`` (benchmarks), ``nox -s
+scaffold`` (a generated plugin in a fresh venv)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,26 @@ def bench(session: nox.Session) -> None:
 
     for script in sorted(pathlib.Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session
+def scaffold(session: nox.Session) -> None:
+    """A third-party author's journey in a fresh venv: tmrl-core alone (and the pinned torch), `tmrl plugin new` of
+    every kind, `pip install -e` of the result, its generated tests, and a short `tmrl run` with its env and agent."""
+    import pathlib
+    import tempfile
+
+    session.install("-c", "constraints.txt", "-e", ".[test]", "torch==2.13.0")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        flags = ["--env", "--agent", "--memory", "--transport", "--command"]
+        session.run("tmrl", "plugin", "new", "journey", *flags, "--dir", str(work))
+        package = work / "tmrl-journey"
+        session.install("-c", "constraints.txt", "-e", str(package))
+        session.run("tmrl", "plugins")
+        session.run("pytest", "-q", "-p", "no:cacheprovider", str(package / "tests"))
+        session.run(
+            "tmrl", "run", "--env", "journey-env", "--algo", "journey-agent", "--env-steps", "300",
+            "--set", "journey_agent.hidden_sizes=[16,16]", "--set", "training.start_training=100",
+            env={"TMRL_HOME": str(work / "home")},
+        )  # fmt: skip

@@ -44,6 +44,7 @@ CORE_COMMAND_MODULES = (
     "tmrl_core.cli.run_cmd",
     "tmrl_core.cli.roles_cmd",
     "tmrl_core.cli.runs_cmd",
+    "tmrl_core.cli.plugin_cmd",
 )
 
 _state: dict[str, Any] = {"debug": False, "registered": False}

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from tmrl_core.plugins import PluginManager
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # the contracts mark their long checks (learning) as slow; a plugin's suite need not declare the marker itself
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
 @pytest.fixture
 def tmrl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh, empty data folder (``TMRL_HOME``) for one test; no ``TMRL_*`` setting leaks in from outside."""
