@@ -6,12 +6,12 @@ and the ``tmrl`` command can use ``tmrl_core.hookimpl`` and the spec classes wit
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tmrl_core.__about__ import __version__
 from tmrl_core.errors import TmrlError
 from tmrl_core.hookspecs import hookimpl
+from tmrl_core.lazy import lazy_exports
 from tmrl_core.specs import AgentSpec, CommandSpec, CompressorSpec, EnvSpec, LoggerSpec, MemorySpec, TransportSpec
 
 # name -> module that defines it (imported on first use)
@@ -65,21 +65,12 @@ __all__ = [
     "MemorySpec",
     "TransportSpec",
     "PUBLIC_MODULES",
+    "lazy_exports",
     *_LAZY,
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tmrl_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

@@ -13,8 +13,7 @@ use, so that importing this package stays cheap (and needs neither pytest nor to
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tmrl_core.lazy import lazy_exports
 
 #: name -> module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
@@ -38,22 +37,4 @@ _LAZY: dict[str, str] = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'tmrl_core.testing' has no attribute {name!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise AttributeError(
-            f"{name} is not available in this version of tmrl-core ({module_name} is missing)"
-        ) from exc
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
