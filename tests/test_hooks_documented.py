@@ -74,6 +74,28 @@ def test_doc_examples_are_the_tested_files() -> None:
         assert body == (ROOT / path).read_text(encoding="utf-8"), f"docs/plugins.md is out of date with {path}"
 
 
+GENERATED = re.compile(
+    r"<!-- generated: tmrl plugin new demo, (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)```\n", re.DOTALL
+)
+
+
+def test_doc_examples_of_the_other_hooks_are_what_the_scaffold_writes(tmp_path: Path) -> None:
+    """The memory, compressor, transport and agent hooks' examples are the generated plugin's files, which
+    tests/test_scaffold.py installs and tests; this keeps the page equal to them."""
+    from tmrl_core.scaffold import KINDS, new_plugin
+
+    root = new_plugin("demo", tmp_path, list(KINDS))
+    doc = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    generated = {m["path"]: m["body"] for m in GENERATED.finditer(doc)}
+    assert {"tmrl_demo/plugin.py", "tmrl_demo/memory.py", "tmrl_demo/transport.py"} <= set(generated)
+    for path, body in generated.items():
+        assert body == (root / path).read_text(encoding="utf-8"), f"docs/plugins.md is out of date with {path}"
+    plugin = generated["tmrl_demo/plugin.py"]
+    for hook in hook_specs():
+        if hook != "tmrl_register_loggers":  # tmrl-example's loggers are the logger hook's example
+            assert f"def {hook}(" in plugin, f"the generated plugin.py has no example of {hook}"
+
+
 def test_every_setting_is_documented_with_its_default_and_env_var() -> None:
     doc = (DOCS / "settings.md").read_text(encoding="utf-8")
     defaults = Settings().model_dump()
