@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, model_validator
-from tmrl_sac.settings import SacSettings
+from tmrl_sac import SacSettings
 
 __all__ = ["RedqSettings"]
 
