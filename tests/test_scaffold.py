@@ -43,6 +43,7 @@ def install(package: Path, target: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # took 270 s on the shared 2-core machine under heavy load
 def test_a_plugin_of_every_kind_installs_passes_its_tests_and_runs(tmp_path: Path) -> None:
     package = generate(tmp_path, "--env", "--agent", "--memory", "--transport", "--command")
     pkg = package / "tmrl_demo"
