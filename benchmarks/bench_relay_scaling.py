@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import queue
 import socket
 import ssl
 import tempfile
@@ -239,16 +240,33 @@ def measure(kind: str, workers: int, seconds: float, keys: Path, procs: int) -> 
     for _ in processes:
         assert results.get(timeout=120)[0] == "sent"
     # weights: one broadcast of a 1M-parameter actor, timed until the last worker has it
-    time.sleep(2.0)  # queues drain
+    # what the flood left in the queues drains first (until nothing arrives for a second): a trainer behind on
+    # samples is not read by the relay, weights included, until it catches up (see docs/tlspyo.md)
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 1.0:
+        got = trainer.receive_all(blocking=False) if plain else trainer.receive_samples()
+        if got:
+            quiet_since = time.monotonic()
+        time.sleep(0.01)
     if plain:
-        trainer.receive_all(blocking=False)
         sent_at = time.perf_counter()
         trainer.broadcast(state, "workers")
     else:
-        trainer.receive_samples()
         sent_at = time.perf_counter()
         trainer.send_weights(state)
-    last = max(results.get(timeout=180)[1] for _ in processes)
+    # the trainer goes on taking samples meanwhile, as a real one does (a trainer that stops reading is not read
+    # either, weights included: that is the backpressure)
+    arrivals: list[float] = []
+    deadline = time.monotonic() + 180
+    while len(arrivals) < len(processes) and time.monotonic() < deadline:
+        try:
+            arrivals.append(results.get(timeout=0.01)[1])
+        except queue.Empty:
+            if plain:
+                trainer.receive_all(blocking=False)
+            else:
+                trainer.receive_samples()
+    last = max(arrivals) if len(arrivals) == len(processes) else float("inf")
     for process in processes:
         process.join(10)
         if process.is_alive():
