@@ -1,7 +1,7 @@
 """Training steps per second inside ``tmrl run`` against the bare SAC update, measured alternately in one process.
 
-- bare: ``SacAgent.train`` on a fixed batch (pendulum shapes, batch 256, MLP 256x256) in a loop, as
-  ``bench_sac_update.py`` does, at every thread count the trainer may use; the best count is the bare rate.
+- bare: ``SacAgent.train`` in a loop over 32 batches drawn beforehand (pendulum shapes and ranges, batch 256, MLP
+  256x256), at every thread count the trainer may use; the best count is the bare rate.
 - in run: ``tmrl run --env pendulum --algo sac`` (:func:`tmrl_core.pipeline.run_local`, a worker process, the
   defaults), ``--env-steps`` env steps; its rate is training steps over the seconds the trainer spent sampling and
   training (its waits for the worker's samples excluded, as in the lockstep defaults the trainer waits by design).
@@ -39,23 +39,24 @@ def bare_rate(seconds: float, threads: list[int]) -> dict[int, float]:
     act_space = spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
     n = 256
     gen = torch.Generator().manual_seed(0)
-    batch = (
-        torch.randn(n, 3, generator=gen),
-        torch.rand(n, 1, generator=gen) * 4 - 2,
-        torch.randn(n, generator=gen),
-        torch.randn(n, 3, generator=gen),
-        torch.zeros(n),
-        torch.zeros(n),
-    )
+
+    def draw() -> tuple[torch.Tensor, ...]:  # pendulum-like: bounded observations and actions, rewards in [-16, 0]
+        o = torch.rand(n, 3, generator=gen) * 2 - 1
+        return (o, torch.rand(n, 1, generator=gen) * 4 - 2, -16 * torch.rand(n, generator=gen), o.roll(1, 0),
+                torch.zeros(n), torch.zeros(n))  # fmt: skip
+
+    # a pool of batches, drawn beforehand: one batch repeated trains measurably slower than changing batches (the
+    # networks overfit it), which would flatter the in-run figure
+    pool = [draw() for _ in range(32)]
     agent = SacAgent(obs_space, act_space, "cpu")
     rates = {}
     for t in threads:
         torch.set_num_threads(t)
-        for _ in range(5):
-            agent.train(batch)
+        for k in range(5):
+            agent.train(pool[k])
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / len(threads):
-            agent.train(batch)
+            agent.train(pool[steps % len(pool)])
             steps += 1
         rates[t] = steps / (time.perf_counter() - start)
     return rates

@@ -11,8 +11,9 @@
 Blocks of the compared sides alternate; every figure is a median of blocks. Each compiled variant runs in its own
 process with a time limit (compilation can take long), so one that fails or hangs is reported and the rest go on.
 Prints a table with the GPU's name; writes every figure to ``$OUT/gpu.json`` when ``OUT`` is set. Needs torch,
-numpy, pydantic, pluggy and gymnasium (the agents' own code is measured); runs on a CPU-only machine too (``--device
-cpu``, or automatically without CUDA), which is how it is tested.
+numpy, pydantic, pydantic-settings, pluggy and gymnasium (the agents' own code is measured; the repository's packages
+are found from this file's folder); runs on a CPU-only machine too (``--device cpu``, or automatically without CUDA),
+which is how it is tested.
 
     python benchmarks/gpu_check.py [--seconds 6] [--tiny]          # whole run: under 6 minutes on an H200 host
 """
