@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about a minute on 2 idle cores; much longer when the machine is shared
 def test_gpu_check_runs_on_cpu_and_writes_its_figures(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(tmp_path)}
     proc = subprocess.run(
