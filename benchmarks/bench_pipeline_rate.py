@@ -79,11 +79,12 @@ def run_rate(env_steps: int, seed: int, sets: list[str]) -> dict[str, float]:
     result = run_local(p)
     wall = time.perf_counter() - t0
     history = result.history
-    kept = [i for i, r in enumerate(history) if r["complete"] and i > 0][1:]
+    # the first complete round with training (threads being tuned, allocator warm-up) is left out
+    kept = [i for i, r in enumerate(history) if r["complete"] and r["training_steps"] > 0][1:]
     if not kept:
         raise SystemExit("no complete round after the first: raise --env-steps")
     rounds = [history[i] for i in kept]
-    steps = sum(history[i]["training_steps"] - history[i - 1]["training_steps"] for i in kept)
+    steps = sum(history[i]["training_steps"] - (history[i - 1]["training_steps"] if i else 0) for i in kept)
     busy = sum(r["training_time"] + r["sampling_time"] for r in rounds)
     idle = sum(r["idle_time"] for r in rounds)
     span = sum(r["round_time"] for r in rounds)
