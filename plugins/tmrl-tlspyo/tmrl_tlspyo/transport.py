@@ -361,6 +361,7 @@ class TlspyoWorker(_Client, WorkerEndpoint):
         self._in_flight: collections.deque[tuple[int, int]] = collections.deque()  # (heartbeat number, bytes)
         self._in_flight_bytes = 0
         self.oversized_buffers = 0
+        self._sending = False
         self.sent_samples = 0
         self.sent_buffers = 0
         # a name unique among all workers of all machines: the trainer reassembles chunks per sender
@@ -418,8 +419,18 @@ class TlspyoWorker(_Client, WorkerEndpoint):
                 return
             self._ping_if_due(time.monotonic())
             buffer = self._outbox.get() if self._can_send() else None
+            # between the queue and the in-flight window: closing must wait for it too (and count it)
+            self._sending = buffer is not None
         if buffer is None:
             return
+        try:
+            self._send_buffer(buffer)
+        finally:
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+
+    def _send_buffer(self, buffer: Buffer) -> None:
         try:
             data = codec.encode_buffer(buffer)
         except CodecError as exc:
@@ -457,7 +468,7 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             self._in_flight_bytes -= self._in_flight.popleft()[1]
 
     def _drained(self) -> bool:
-        return not self._outbox and not self._in_flight
+        return not self._outbox and not self._in_flight and not self._sending
 
     def _summary(self) -> str:
         unsent = self._outbox.weight
