@@ -1,11 +1,14 @@
-"""Sessions: ``nox -s tests`` (every test suite), ``nox -s lint`` (ruff), ``nox -s bench`` (benchmarks), ``nox -s
-scaffold`` (a generated plugin in a fresh venv)."""
+"""Sessions: ``nox -s tests`` (every test suite), ``nox -s wheels`` (the five distributions built, checked and
+installed from wheels into a fresh venv), ``nox -s scaffold`` (a generated plugin in a fresh venv), ``nox -s lint``
+(ruff), ``nox -s bench`` (benchmarks).
+
+CI runs ``nox -s tests wheels scaffold``."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "wheels", "scaffold"]
 nox.options.reuse_existing_virtualenvs = False
 
 PLUGINS = ["plugins/tmrl-sac", "plugins/tmrl-redq", "plugins/tmrl-tlspyo", "plugins/tmrl-trackmania"]
@@ -28,6 +31,17 @@ def tests(session: nox.Session) -> None:
     """Install the five packages (editable) and the test plugins into a fresh venv; run every test suite."""
     _install_all(session, *TEST_PLUGINS)
     session.run("pytest", *TEST_PATHS, *session.posargs, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build the five wheels and sdists, ``twine check`` them, install them (not editable) into a fresh venv the way a
+    user does, and use them there (tests/test_wheels.py; several minutes: it installs torch and the rest afresh)."""
+    session.install("pytest>=8", "pytest-timeout>=2.3", "build>=1.2", "twine>=5", "hatchling>=1.24")
+    session.run(
+        "pytest", "tests/test_wheels.py", "-p", "no:cacheprovider", "--timeout=1800", "-s", *session.posargs,
+        env={"TMRL_TEST_WHEELS": "1"},
+    )  # fmt: skip
 
 
 @nox.session

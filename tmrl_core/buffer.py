@@ -13,6 +13,8 @@ class Buffer:
         maxlen: the most samples kept; older ones are dropped (and counted in ``dropped``).
         stat_train_return / stat_test_return: return of the last finished training / test episode (or None).
         stat_train_steps / stat_test_steps: length of the last finished training / test episode (or None).
+        stat_train_timeouts: time steps of the last finished training episode that timed out (real-time envs; None
+            for the others).
     """
 
     def __init__(self, maxlen: int = 100_000) -> None:
@@ -23,6 +25,7 @@ class Buffer:
         self.stat_test_return: float | None = None
         self.stat_train_steps: int | None = None
         self.stat_test_steps: int | None = None
+        self.stat_train_timeouts: int | None = None
 
     def append_sample(self, sample: Any) -> None:
         self.memory.append(sample)
@@ -40,7 +43,9 @@ class Buffer:
     def __iadd__(self, other: Buffer) -> Buffer:
         for sample in other.memory:
             self.append_sample(sample)
-        for stat in ("stat_train_return", "stat_test_return", "stat_train_steps", "stat_test_steps"):
+        for stat in (
+            "stat_train_return", "stat_test_return", "stat_train_steps", "stat_test_steps", "stat_train_timeouts"
+        ):
             value = getattr(other, stat)
             if value is not None:
                 setattr(self, stat, value)
@@ -53,4 +58,5 @@ class Buffer:
             "test_return": self.stat_test_return,
             "train_steps": self.stat_train_steps,
             "test_steps": self.stat_test_steps,
+            "train_timeouts": self.stat_train_timeouts,
         }

@@ -132,6 +132,8 @@ _TUPLE_MARK = msgpack.ExtType(EXT_TUPLE, b"")
 _EXPANSION = 80
 
 _BUFFER_KEYS = frozenset({"samples", "maxlen", "dropped", "train_return", "test_return", "train_steps", "test_steps"})
+#: Keys a buffer may carry besides those; written only when set, so that buffers without them read as before.
+_OPTIONAL_BUFFER_KEYS = frozenset({"train_timeouts"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -584,6 +586,8 @@ def encode_buffer(buffer: Buffer) -> bytes:
             "train_steps": _optional_number(buffer.stat_train_steps, int),
             "test_steps": _optional_number(buffer.stat_test_steps, int),
         }
+        if buffer.stat_train_timeouts is not None:
+            record["train_timeouts"] = _optional_number(buffer.stat_train_timeouts, int)
     except (TypeError, ValueError) as error:
         raise CodecError(f"cannot encode the buffer's statistics: {error}") from error
     if not isinstance(record["samples"], list):
@@ -604,8 +608,11 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
         CodecError: for any input that is not a well-formed buffer message.
     """
     record = _decode_structured(data, Kind.BUFFER, max_bytes)
-    if not isinstance(record, dict) or set(record) != _BUFFER_KEYS:
-        raise CodecError("a buffer message must be a map with exactly the keys " + ", ".join(sorted(_BUFFER_KEYS)))
+    if not isinstance(record, dict) or not _BUFFER_KEYS <= set(record) <= _BUFFER_KEYS | _OPTIONAL_BUFFER_KEYS:
+        raise CodecError(
+            "a buffer message must be a map with exactly the keys " + ", ".join(sorted(_BUFFER_KEYS))
+            + " (and optionally " + ", ".join(sorted(_OPTIONAL_BUFFER_KEYS)) + ")"
+        )
     samples = record["samples"]
     if type(samples) is dict:
         n = samples.get("n")
@@ -625,6 +632,9 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     for key in ("train_return", "test_return"):
         if record[key] is not None and type(record[key]) is not float:
             raise CodecError(f"buffer {key} must be a float or None")
+    timeouts = record.get("train_timeouts")
+    if timeouts is not None and (type(timeouts) is not int or timeouts < 0):
+        raise CodecError("buffer train_timeouts must be a non-negative int or None")
     for key in ("train_steps", "test_steps"):
         if record[key] is not None and type(record[key]) is not int:
             raise CodecError(f"buffer {key} must be an int or None")
@@ -635,6 +645,7 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     buffer.stat_test_return = record["test_return"]
     buffer.stat_train_steps = record["train_steps"]
     buffer.stat_test_steps = record["test_steps"]
+    buffer.stat_train_timeouts = timeouts
     return buffer
 
 

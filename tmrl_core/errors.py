@@ -15,6 +15,7 @@ __all__ = [
     "CodecError",
     "TransportError",
     "IncompatibleComponentsError",
+    "ComponentError",
 ]
 
 
@@ -79,3 +80,18 @@ class TransportError(TmrlError):
 
 class IncompatibleComponentsError(TmrlError):
     """An environment and an algorithm that cannot work together (e.g. discrete actions for SAC)."""
+
+
+class ComponentError(TmrlError):
+    """An exception raised inside a plugin's component (an agent's ``train()``, an env's factory or ``step()``...).
+
+    The message names the component and the plugin it came from, so that the user knows whom to ask; the original
+    exception is the ``__cause__`` (``--debug`` shows its traceback).
+    """
+
+    def __init__(self, kind: str, name: str, plugin: str, error: BaseException) -> None:
+        self.kind, self.name, self.plugin, self.error = kind, name, plugin, error
+        super().__init__(
+            f"error in {kind} {name!r} from plugin {plugin}: {type(error).__name__}: {error}",
+            hint=f"this is a problem of the plugin {plugin} (or of its settings); --debug shows the traceback",
+        )

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,75 @@ def env_spec(name: str) -> EnvSpec:
 def agent_spec(name: str) -> AgentSpec:
     """The agent spec registered as ``name``."""
     return get_component("agent", name)
+
+
+# -- run names ------------------------------------------------------------------------------------------------------
+
+
+def default_run_name(env: str, algo: str | None) -> str:
+    """The run name used when none is given: the env and the algorithm (``pendulum-sac``, ``gym-Pendulum-v1-sac``),
+    so that runs of different envs or algorithms never share a checkpoint by accident."""
+    from tmrl_core.settings import RUN_NAME_MAX_LENGTH
+
+    name = "-".join(part for part in (env, algo) if part)
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).lstrip("._-") or "run"
+    return name[:RUN_NAME_MAX_LENGTH]
+
+
+# -- whose fault is it ---------------------------------------------------------------------------------------------
+
+
+def _modules_of(ref: Any) -> tuple[str, ...]:
+    """The module that defines ``ref`` (a ``"module:attr"`` string, a class, a function or a partial of one)."""
+    if ref is None:
+        return ()
+    if isinstance(ref, str):
+        return (ref.partition(":")[0],) if ":" in ref else ()
+    if isinstance(ref, partial):
+        return _modules_of(ref.func)
+    module = getattr(ref, "__module__", None)
+    return (module,) if isinstance(module, str) else ()
+
+
+def blame(exc: BaseException, specs: Sequence[Any]) -> TmrlError | None:
+    """A :class:`~tmrl_core.errors.ComponentError` naming the component (and its plugin) in whose code ``exc`` was
+    raised, or None when it was raised in the core (or is already a user error).
+
+    The innermost frame of the traceback that lies in one of the components' packages decides: an exception inside
+    a plugin's env ``step()`` that came from numpy is still the plugin's. A module that defines a spec's factory
+    (or actor, encoder, spaces...) points at that spec; any other module of the same package at the first spec of
+    that package. The core's own packages are never blamed here: their errors are the core's.
+    """
+    import traceback
+
+    from tmrl_core.errors import ComponentError
+
+    if isinstance(exc, TmrlError) or not isinstance(exc, Exception):
+        return None
+    by_module: dict[str, Any] = {}
+    by_package: dict[str, Any] = {}
+    for spec in specs:
+        refs = [getattr(spec, attr, None) for attr in ("factory", "actor", "encoder", "spaces", "component_options")]
+        for module in (m for ref in refs for m in _modules_of(ref)):
+            package = module.split(".")[0]
+            if package == "tmrl_core":
+                continue
+            by_module.setdefault(module, spec)
+            by_package.setdefault(package, spec)
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        module = str(frame.f_globals.get("__name__", ""))
+        spec = by_module.get(module) or by_package.get(module.split(".")[0])
+        if spec is not None:
+            return ComponentError(spec.kind, spec.name, _distribution_of(spec.plugin), exc)
+    return None
+
+
+def _distribution_of(plugin: str) -> str:
+    """The distribution (what ``pip install`` takes) of the plugin registered as ``plugin``."""
+    from tmrl_core.plugins import get_plugin_manager
+
+    info = get_plugin_manager().infos.get(plugin)
+    return info.distribution if info is not None and info.distribution != "(unknown)" else plugin
 
 
 @dataclass
@@ -140,6 +210,35 @@ class Pipeline:
             seed=self.settings.run.seed,
         )
 
+    def component_specs(self) -> list[Any]:
+        """The specs of every component this pipeline uses (env, agent, memory, compressor, transport)."""
+        from tmrl_core.plugins import get_component
+
+        specs: list[Any] = [self.env, *([self.agent] if self.agent is not None else [])]
+        ts = self.settings.training
+        for kind, name in (
+            ("memory", ts.memory or self.env.memory),
+            ("compressor", ts.compressor or self.env.compressor),
+            ("transport", self.settings.server.transport),
+        ):
+            try:
+                specs.append(get_component(kind, name))
+            except TmrlError:
+                continue
+        return specs
+
+    @contextmanager
+    def blaming_plugins(self) -> Iterator[None]:
+        """Turn an exception raised inside a plugin's component into a :class:`~tmrl_core.errors.ComponentError`
+        that names the component and its plugin (exceptions of the core pass unchanged)."""
+        try:
+            yield
+        except Exception as exc:
+            error = blame(exc, self.component_specs())
+            if error is None:
+                raise
+            raise error from exc
+
     @property
     def steps_per_model(self) -> int:
         """Env steps a worker collects per received model, 0 for no bound: ``worker.max_env_steps_per_model``, or 1
@@ -218,6 +317,7 @@ def prepare(
     overrides: Mapping[str, Any] | None = None,
     sets: Sequence[str] = (),
     parts: Collection[str] = ("trainer", "worker"),
+    name_after_components: bool = False,
 ) -> Pipeline:
     """Resolve ``env`` and ``algo`` and compute the effective settings (``algo=None``: an env-only pipeline, e.g. for
     env tests; it has no actor nor agent).
@@ -226,32 +326,49 @@ def prepare(
     memory that cannot fit) are refused now, before any process starts (:func:`~tmrl_core.preflight.check_pipeline`).
 
     Without ``settings``, they are loaded with :func:`~tmrl_core.settings.load_settings` (``overrides`` and ``sets``
-    from the command line), the env spec's ``default_settings`` replacing the built-in defaults.
+    from the command line), the env spec's ``default_settings`` replacing the built-in defaults; with
+    ``name_after_components``, ``run.name`` defaults to :func:`default_run_name` (``tmrl run``).
     """
     e_spec = env_spec(env)
     a_spec = agent_spec(algo) if algo is not None else None
     if settings is None:
+        defaults = {section: dict(values) for section, values in (e_spec.default_settings or {}).items()}
+        if name_after_components:
+            # `tmrl run` alone: the parts of a distributed run (server, trainer, workers) must agree on one name
+            # without knowing each other's env, so they keep run.name's default unless told
+            defaults.setdefault("run", {}).setdefault("name", default_run_name(env, algo))
         settings = load_settings(
             overrides=dict(overrides or {}),
             sets=list(sets),
-            defaults=e_spec.default_settings or {},
+            defaults=defaults,
             defaults_source=f"defaults of env {env!r}",
         )
-    env_settings = settings.section(e_spec.section, e_spec.load_settings_model())
-    agent_settings = settings.section(a_spec.section, a_spec.load_settings_model()) if a_spec is not None else None
-    if e_spec.spaces is not None:
-        observation_space, action_space = resolve(e_spec.spaces, what=f"spaces of env {env!r}")(env_settings)
-    else:
-        probe = e_spec.load()(env_settings)
-        try:
-            observation_space, action_space = probe.observation_space, probe.action_space
-        finally:
-            probe.close()
-    if a_spec is not None:
-        _check_compatible(str(algo), a_spec, action_space)
-    options = {}
-    if e_spec.component_options is not None:
-        options = dict(resolve(e_spec.component_options, what=f"component options of env {env!r}")(env_settings))
+    if settings.training.random_steps is None:
+        # resolved here, so that every worker process (which gets these settings) shares the same figure
+        default = e_spec.random_steps if e_spec.random_steps is not None else settings.training.start_training
+        settings.training.random_steps = int(default)
+    specs = [s for s in (e_spec, a_spec) if s is not None]
+    try:
+        env_settings = settings.section(e_spec.section, e_spec.load_settings_model())
+        agent_settings = settings.section(a_spec.section, a_spec.load_settings_model()) if a_spec is not None else None
+        if e_spec.spaces is not None:
+            observation_space, action_space = resolve(e_spec.spaces, what=f"spaces of env {env!r}")(env_settings)
+        else:
+            probe = e_spec.load()(env_settings)
+            try:
+                observation_space, action_space = probe.observation_space, probe.action_space
+            finally:
+                probe.close()
+        if a_spec is not None:
+            _check_compatible(str(algo), a_spec, action_space)
+        options = {}
+        if e_spec.component_options is not None:
+            options = dict(resolve(e_spec.component_options, what=f"component options of env {env!r}")(env_settings))
+    except Exception as exc:
+        error = blame(exc, specs)
+        if error is None:
+            raise
+        raise error from exc
     p = Pipeline(
         env, algo, e_spec, a_spec, settings, env_settings, agent_settings, observation_space, action_space, options
     )
@@ -328,6 +445,7 @@ def build_worker(
 
     seed = p.settings.run.seed
     return RolloutWorker(
+        random_steps=0 if standalone else warm_up_share(p.settings),
         env_cls=p.env_factory(),
         actor_module_cls=p.actor_factory(),
         sample_compressor=p.compressor(),
@@ -341,6 +459,12 @@ def build_worker(
         model_path=model_path,
         actor_origin=f"the actor of agent {p.algo_name!r} (plugin {p.agent.plugin or '?'!r})" if p.agent else None,
     )
+
+
+def warm_up_share(settings: Any) -> int:
+    """One worker's part of the warm-up (``training.random_steps`` shared by ``worker.count`` workers, rounded up)."""
+    total = settings.training.random_steps or 0
+    return -(-total // max(1, settings.worker.count))
 
 
 def run_worker(p: Pipeline, worker: Any) -> None:
@@ -396,9 +520,43 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+#: A worker process's last line when it fails: this mark, then ``{"message", "hint", "traceback"}`` as JSON.
+WORKER_ERROR_MARK = "@tmrl-worker-error "
+
+
+@dataclass
+class WorkerFailure:
+    """Why a worker process of :func:`run_local` ended with an error (its own report, or only its exit status)."""
+
+    index: int
+    message: str
+    hint: str | None = None
+    traceback: str = ""
+    exit_status: int | None = None
+
+
+def _report_failure(index: int, exc: BaseException, p: Pipeline | None) -> None:
+    """Print the worker's error as its last line, for the parent (see :data:`WORKER_ERROR_MARK`)."""
+    import traceback
+
+    error: TmrlError | None = exc if isinstance(exc, TmrlError) else None
+    if error is None and p is not None:
+        error = blame(exc, p.component_specs())
+    if error is not None:
+        report = {"message": error.message, "hint": error.hint}
+    else:
+        report = {
+            "message": f"internal error: {type(exc).__name__}: {exc}",
+            "hint": "this is a bug in tmrl-core; please report it with the traceback in the run's log file",
+        }
+    report["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    print(WORKER_ERROR_MARK + json.dumps(report), file=sys.stderr, flush=True)
+
+
 def worker_process_main(stdin: Any = None) -> int:
     """Entry point of a worker process: reads ``{"env", "algo", "settings", "index", "parent_pid"}`` as JSON on
-    stdin, runs the worker until SIGTERM/SIGINT (or the parent's death)."""
+    stdin, runs the worker until SIGTERM/SIGINT (or the parent's death). An error ends it with status 1 after a
+    last line that reports it (:data:`WORKER_ERROR_MARK`)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     spec = json.loads((stdin or sys.stdin).read())
@@ -410,17 +568,19 @@ def worker_process_main(stdin: Any = None) -> int:
 
     torch.set_num_threads(1)  # a policy's forward pass on one observation gains nothing from more
     worker = None
+    p: Pipeline | None = None
+    index = int(spec["index"])
     try:
         settings = Settings(**spec["settings"])
         p = prepare(spec["env"], spec["algo"], settings=settings, parts=("worker",))
         seed = settings.run.seed
-        seed_everything(None if seed is None else seed + 1000 * int(spec["index"]) + 1)
-        worker = build_worker(p, index=int(spec["index"]), save_weights=False)
+        seed_everything(None if seed is None else seed + 1000 * index + 1)
+        worker = build_worker(p, index=index, save_weights=False)
         run_worker(p, worker)
     except KeyboardInterrupt:
         return 0
-    except TmrlError as exc:
-        print(f"worker-{spec['index']}: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - every error becomes the report the parent shows
+        _report_failure(index, exc, p)
         return 1
     finally:
         if worker is not None:
@@ -431,8 +591,19 @@ def worker_process_main(stdin: Any = None) -> int:
     return 0
 
 
-def spawn_worker(p: Pipeline, index: int, *, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
-    """Start worker ``index`` of the pipeline in its own process."""
+def spawn_worker(
+    p: Pipeline,
+    index: int,
+    *,
+    log_level: str = "WARNING",
+    on_output: Callable[[int, str], None] | None = None,
+    failures: dict[int, WorkerFailure] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start worker ``index`` of the pipeline in its own process.
+
+    Its output (stdout and stderr, one stream) is read by a thread: each line goes to ``on_output(index, line)``
+    (default: this process's stderr); its error report, if it fails, goes into ``failures[index]``.
+    """
     spec = {
         "env": p.env_name,
         "algo": p.algo_name,
@@ -444,13 +615,51 @@ def spawn_worker(p: Pipeline, index: int, *, log_level: str = "WARNING") -> subp
     proc = subprocess.Popen(
         [sys.executable, "-m", "tmrl_core.pipeline", "worker"],
         stdin=subprocess.PIPE,
+        # the parent shows what its workers print (above its live display, into the run's log file), so that
+        # nothing a worker says is drawn over or lost
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         # its own process group: a terminal's Ctrl-C reaches only us, and we stop the workers in order
         start_new_session=True,
     )
-    assert proc.stdin is not None
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(json.dumps(spec).encode())
     proc.stdin.close()
+    reader = threading.Thread(
+        target=_read_worker_output,
+        args=(proc, index, on_output or _print_worker_line, failures if failures is not None else {}),
+        name=f"tmrl-worker-{index}-output",
+        daemon=True,
+    )
+    reader.start()
+    proc.output_reader = reader  # type: ignore[attr-defined]  # joined by run_local once the process has ended
     return proc
+
+
+def _print_worker_line(index: int, line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _read_worker_output(
+    proc: subprocess.Popen[bytes], index: int, on_output: Callable[[int, str], None], failures: dict[int, WorkerFailure]
+) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line.startswith(WORKER_ERROR_MARK):
+            try:
+                report = json.loads(line[len(WORKER_ERROR_MARK) :])
+                failures[index] = WorkerFailure(
+                    index, str(report["message"]), report.get("hint"), str(report.get("traceback", ""))
+                )
+                continue
+            except (ValueError, KeyError, TypeError):
+                pass  # not a report after all: shown as it is
+        try:
+            on_output(index, line)
+        except Exception as exc:  # noqa: BLE001 - a display problem must not stop reading (the worker would block)
+            log.debug("could not show a line of worker-%d: %s", index, exc)
+    proc.stdout.close()
 
 
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 5.0) -> None:
@@ -491,12 +700,15 @@ def _yield_to_workers() -> None:
 
 @dataclass
 class RunResult:
-    """What :func:`run_local` returns."""
+    """What :func:`run_local` returns; ``failures`` says why worker processes ended with an error."""
 
     history: list[dict[str, Any]]
     interrupted: bool
     workers_failed: int
     resumed: bool
+    failures: list[WorkerFailure] = field(default_factory=list)
+    training_steps: int = 0
+    env_steps: int = 0
 
 
 def run_local(
@@ -506,26 +718,38 @@ def run_local(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[Any], None] | None = None,
     worker_log_level: str = "WARNING",
+    on_worker_output: Callable[[int, str], None] | None = None,
 ) -> RunResult:
     """``tmrl run``: server and trainer here, ``workers`` worker processes; returns when the budget is spent (or on
-    Ctrl-C, after a checkpoint), with every worker process stopped. ``on_start(trainer)`` is called once the trainer
-    is built (and resumed, when the run has a checkpoint)."""
+    Ctrl-C, after a checkpoint, or when a worker process fails), with every worker process stopped.
+    ``on_start(trainer)`` is called once the trainer is built (and resumed, when the run has a checkpoint);
+    ``on_worker_output(index, line)`` gets every line the workers print (default: this process's stderr).
+
+    Raises:
+        ComponentError: an exception raised in a plugin's component (the agent's ``train()``...) on this side.
+    """
     n = workers or p.settings.worker.count
+    _shorten_warm_up_on_resume(p)
     server = None
     trainer = None
     procs: list[subprocess.Popen[bytes]] = []
-    failed: list[int] = []
+    reports: dict[int, WorkerFailure] = {}
+    failed: dict[int, int] = {}  # worker index -> exit status
     try:
         # Workers first: their start (python, torch, the env) overlaps with the trainer's here, so the first env
         # step comes about one torch import after launch instead of two. They wait for the server (and keep their
         # first samples) until it listens; a trainer that cannot start (e.g. a checkpoint that does not fit) stops
         # them in the `finally` below.
-        procs = [spawn_worker(p, i, log_level=worker_log_level) for i in range(n)]
+        procs = [
+            spawn_worker(p, i, log_level=worker_log_level, on_output=on_worker_output, failures=reports)
+            for i in range(n)
+        ]
         from tmrl_core.placement import place_trainer
 
         placement = place_trainer(p.settings, local_workers=n, lockstep=p.synchronous, realtime=p.env.realtime)
         seed_everything(p.settings.run.seed)
-        trainer = build_trainer(p, on_round=on_round, thread_tuner=placement.tuner())
+        with p.blaming_plugins():
+            trainer = build_trainer(p, on_round=on_round, thread_tuner=placement.tuner())
         if on_start is not None:
             on_start(trainer)
         server = build_server(p)
@@ -535,20 +759,24 @@ def run_local(
 
         def monitor() -> None:
             while not trainer.training.stop_event.is_set():
-                dead = [proc for proc in procs if proc.poll() is not None]
-                for proc in dead:
-                    if proc.returncode != 0 and proc.pid not in failed:
-                        failed.append(proc.pid)
-                        log.error("a worker process ended with exit status %s", proc.returncode)
-                if len(dead) == len(procs):
+                for index, proc in enumerate(procs):
+                    if proc.poll() is not None and proc.returncode != 0 and index not in failed:
+                        failed[index] = proc.returncode
+                        # a failed worker stops the run: going on with fewer workers would hide the error until the
+                        # end, and the others usually fail for the same reason
+                        log.error("worker-%d ended with exit status %s: stopping", index, proc.returncode)
+                        trainer.stop()
+                        return
+                if all(proc.poll() is not None for proc in procs):
                     log.error("every worker process has ended: stopping")
                     trainer.stop()
                     return
-                time.sleep(0.5)
+                time.sleep(0.2)
 
         threading.Thread(target=monitor, name="tmrl-worker-monitor", daemon=True).start()
-        history = trainer.run()
-        interrupted = trainer.training.stop_event.is_set() and not trainer.training.finished
+        with p.blaming_plugins():
+            history = trainer.run()
+        interrupted = trainer.training.stop_event.is_set() and not trainer.training.finished and not failed
     except BaseException as exc:
         # a trainer that could not start (e.g. a checkpoint that does not fit) leaves the run's status as it was
         if trainer is not None and not isinstance(exc, KeyboardInterrupt):
@@ -558,14 +786,55 @@ def run_local(
         if trainer is not None:
             trainer.training.stop_event.set()
         stop_processes(procs)
+        for proc in procs:
+            reader = getattr(proc, "output_reader", None)
+            if reader is not None:
+                reader.join(timeout=5.0)  # the process has ended: its last lines (its report) are being read
         if server is not None:
             server.stop()
         if trainer is not None:
             trainer.close()
-    if failed:
+    for index, proc in enumerate(procs):
+        if proc.returncode not in (0, None, -signal.SIGTERM, -signal.SIGKILL) and index not in failed:
+            failed[index] = proc.returncode
+    failures = []
+    for index in sorted(failed):
+        report = reports.get(index) or WorkerFailure(
+            index,
+            f"worker-{index} ended with exit status {failed[index]} without saying why (killed?)",
+            "what it printed is in the run's log (<data>/runs/<run>/run.log with tmrl run)",
+        )
+        report.exit_status = failed[index]
+        failures.append(report)
+    if failures:
         # the trainer saw a stop; the run failed: its workers did
-        _record_status(p, "failed", f"{len(failed)} of {n} worker processes ended with an error")
-    return RunResult(history, interrupted, len(failed), trainer.resumed)
+        _record_status(p, "failed", f"worker-{failures[0].index}: {failures[0].message}")
+    t = trainer.training
+    return RunResult(
+        history,
+        interrupted,
+        len(failures),
+        trainer.resumed,
+        failures,
+        int(getattr(t, "total_updates", 0)),
+        int(getattr(t, "env_steps", 0)),
+    )
+
+
+def _shorten_warm_up_on_resume(p: Pipeline) -> None:
+    """A resumed run does only what is left of its warm-up (``training.random_steps``). The workers start before the
+    trainer reads its checkpoint, so the env steps done so far come from the run's metrics (its last round)."""
+    ts = p.settings.training
+    if not ts.random_steps or p.settings.run.reset_training:
+        return
+    checkpoint = subdir("checkpoints", create=False) / f"{p.settings.run.name}.safetensors"
+    if not checkpoint.exists():
+        return
+    from tmrl_core.metrics import read_metrics
+
+    records = read_metrics(p.settings.run.name)
+    done = int(records[-1].get("env_steps", 0)) if records else 0
+    ts.random_steps = max(0, ts.random_steps - done)
 
 
 def _record_status(p: Pipeline, status: str, error: str | None) -> None:
@@ -576,21 +845,36 @@ def _record_status(p: Pipeline, status: str, error: str | None) -> None:
 
 
 def evaluate_policy(
-    p: Pipeline, *, episodes: int = 1, model_path: str | Path | None = None, verbose: bool = False
+    p: Pipeline,
+    *,
+    episodes: int = 1,
+    model_path: str | Path | None = None,
+    verbose: bool = False,
+    on_episode: Callable[[int, float, int, int], None] | None = None,
 ) -> list[float]:
-    """Run the run's saved actor deterministically, standalone; returns the episode returns."""
+    """Run the run's saved actor deterministically, standalone; returns the episode returns.
+
+    ``on_episode(index, return, steps, timed_out_steps)`` is called after each episode (timed-out steps: rtgym's
+    time-step timeouts, 0 for other envs)."""
     path = Path(model_path) if model_path else subdir("weights", create=False) / f"{p.settings.run.name}.safetensors"
     if not path.is_file():
         raise CheckpointError(
             f"no weights for run {p.settings.run.name!r} at {path}",
             hint="train it first (tmrl run), or check --run-name",
         )
-    worker = build_worker(p, standalone=True, save_weights=False, model_path=path)
-    worker.verbose = verbose
-    try:
-        return worker.run_episodes(nb_episodes=episodes, train=False)
-    finally:
-        worker.close()
+    with p.blaming_plugins():
+        worker = build_worker(p, standalone=True, save_weights=False, model_path=path)
+        worker.verbose = verbose
+        try:
+            returns = []
+            for index in range(episodes):
+                ret, steps = worker.run_episode(train=False)
+                returns.append(ret)
+                if on_episode is not None:
+                    on_episode(index, ret, steps, worker.last_episode_timeouts)
+            return returns
+        finally:
+            worker.close()
 
 
 if __name__ == "__main__":

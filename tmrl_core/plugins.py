@@ -44,6 +44,16 @@ ENTRY_POINT_GROUP = "tmrl"
 DEFAULT_PLUGINS: tuple[str, ...] = ("tmrl_core.builtins",)
 CORE_PLUGIN_NAME = "tmrl-core"
 FIRST_PARTY_DISTRIBUTIONS = frozenset({"tmrl-core", "tmrl-sac", "tmrl-redq", "tmrl-tlspyo", "tmrl-trackmania"})
+#: Which first-party distribution registers a component (kind, name): an unknown name among these says what to
+#: install (the core alone has no algorithm). A test checks it against what the plugins register.
+FIRST_PARTY_PROVIDERS: dict[tuple[str, str], str] = {
+    ("agent", "sac"): "tmrl-sac",
+    ("agent", "redqsac"): "tmrl-redq",
+    ("transport", "tlspyo"): "tmrl-tlspyo",
+    ("env", "trackmania-full"): "tmrl-trackmania",
+    ("env", "trackmania-lidar"): "tmrl-trackmania",
+    ("env", "trackmania-lidar-progress"): "tmrl-trackmania",
+}
 DISABLE_ENV = "TMRL_DISABLE_PLUGINS"
 DISABLE_THIRD_PARTY_ENV = "TMRL_DISABLE_THIRD_PARTY_PLUGINS"
 #: Comma-separated entry-point or distribution names: only these installed plugins load (the core always does); for
@@ -143,8 +153,18 @@ class Registry(Generic[S]):
         except KeyError:
             pass
         known = sorted(self._specs)
+        provider = FIRST_PARTY_PROVIDERS.get((self.kind, name))
+        if provider is not None:
+            # tmrl-core alone has no algorithm: name what to install rather than list what is missing
+            raise UnknownComponentError(
+                f"{self.kind} {name!r} comes with the plugin {provider}, which is not installed (or is disabled: see "
+                f"`tmrl plugins`)",
+                hint=f"pip install {provider}",
+            )
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "`tmrl plugins` lists what is installed"
+        if not known and self.kind == "agent":
+            hint = "no algorithm is installed: pip install tmrl-sac (SAC) or tmrl-redq (REDQ-SAC)"
         listing = ", ".join(known) if known else "none (is the plugin that provides it installed?)"
         raise UnknownComponentError(f"unknown {self.kind} {name!r}; known {self.kind}s: {listing}", hint=hint)
 

@@ -115,6 +115,9 @@ class EnvSpec(ComponentSpec):
         default_settings: optional nested mapping of core settings this env changes by default (e.g.
             ``{"training": {"start_training": 500}}``), applied above the built-in defaults and below the config file,
             environment variables and command-line options (see ``docs/pipeline.md``).
+        random_steps: the default of ``training.random_steps`` for this env: env steps of uniform random actions
+            before the policy acts (``None``: as many as ``training.start_training``, like Stable-Baselines3's
+            ``learning_starts``; 0 for an env where random actions are useless or unsafe).
     """
 
     kind: ClassVar[str] = "env"
@@ -126,6 +129,7 @@ class EnvSpec(ComponentSpec):
     spaces: Ref | None = None
     component_options: Ref | None = None
     default_settings: Mapping[str, Any] | None = None
+    random_steps: int | None = None
 
 
 @dataclass(frozen=True)

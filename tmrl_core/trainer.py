@@ -187,6 +187,10 @@ class TorchTrainingOffline:
         """Append every received buffer to the memory; returns the number of env steps received."""
         received = 0
         for buffer in interface.retrieve_buffers():
+            if self.budget_reached:
+                # Buffers hold whole episodes: the budget is overshot by less than the episode that crossed it, and
+                # what arrives after that is beyond the budget (workers are stopped once the trainer returns).
+                continue
             steps, episodes = count_env_steps(buffer)
             self.memory.append(buffer)
             self.total_samples += len(buffer)
@@ -199,9 +203,13 @@ class TorchTrainingOffline:
                 ("return_test", buffer.stat_test_return),
                 ("episode_length_train", buffer.stat_train_steps),
                 ("episode_length_test", buffer.stat_test_steps),
+                ("time_step_timeouts_train", buffer.stat_train_timeouts),
             ):
                 if value is not None:
                     self._round_episodes[key].append(float(value))
+            if buffer.stat_train_timeouts is not None and buffer.stat_train_steps:
+                share = buffer.stat_train_timeouts / buffer.stat_train_steps
+                self._round_episodes["time_step_timeout_share_train"].append(share)
         return received
 
     @property
@@ -269,8 +277,10 @@ class TorchTrainingOffline:
         sampling = training = 0.0
         done_steps = 0
         updates_per_step = max(1, int(getattr(self.agent, "updates_per_step", 1)))
-        if len(self.memory) >= needed and not self.stop_event.is_set():
+        if len(self.memory) >= needed and not self.stop_event.is_set() and not self.budget_reached:
             batches = iter(self.memory)
+            # Reaching the env-step budget mid-round ends the run at the end of this round: its remaining training
+            # steps are still done, within max_training_steps_per_env_step of what was received.
             while done_steps < self.steps and not self.stop_event.is_set():
                 if self._ahead():
                     idle += self._wait_for_samples(interface, lambda: not self._ahead())
@@ -626,7 +636,11 @@ class Trainer:
             if training.stop_event.is_set():
                 log.info("trainer: stopping")
             if self._saved_at != self._progress():
-                self.save_checkpoint()
+                if getattr(training, "total_updates", 1) == 0:
+                    # a checkpoint of a run that never trained would only hold an untrained actor under this name
+                    log.info("trainer: no training step was done: no checkpoint written")
+                else:
+                    self.save_checkpoint()
             stopped = training.stop_event.is_set() and not training.finished
             status = "interrupted" if stopped else "finished"
         except KeyboardInterrupt:

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,43 @@ from tmrl_core.transport.base import Transport
 from tmrl_core.transport.factory import make_transport
 
 log = logging.getLogger("tmrl.worker")
+
+
+#: rtgym's warning when a time step took longer than allowed (the policy or the machine could not keep up).
+TIMEOUT_WARNING = "Time-step timed out"
+#: Share of an episode's time steps that may time out before the worker warns (once) in plain words.
+TIMEOUT_SHARE_WARNING = 0.1
+
+
+class _TimeoutCounter:
+    """Counts rtgym's time-step timeout warnings of this process instead of printing each: on a busy machine there
+    are dozens per episode, two lines each, that bury everything else. rtgym issues them from its time-step thread,
+    so they are caught where every warning goes (``warnings.showwarning``); any other warning is shown as before."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        with self._lock:
+            if getattr(warnings.showwarning, "_tmrl_timeouts", False):
+                return
+            previous = warnings.showwarning
+
+            def showwarning(message: Any, category: Any, filename: str, lineno: int, *args: Any, **kw: Any) -> None:
+                if str(message).startswith(TIMEOUT_WARNING):
+                    with self._lock:
+                        self.count += 1
+                    return
+                previous(message, category, filename, lineno, *args, **kw)
+
+            showwarning._tmrl_timeouts = True  # type: ignore[attr-defined]
+            warnings.showwarning = showwarning
+            # each message differs (it holds the delay): "always" makes sure none is filtered before it is counted
+            warnings.filterwarnings("always", message=TIMEOUT_WARNING)
+
+
+_timeouts = _TimeoutCounter()
 
 
 class _Stopped(Exception):
@@ -89,6 +127,8 @@ class RolloutWorker:
         save_weights: save received weights to ``model_path`` (off when another process owns that file).
         actor_origin: names the actor in error messages, e.g. ``"the actor of agent 'sac' (plugin 'sac')"``
             (default: its class).
+        random_steps: warm-up: the first this many collected env steps take uniform random actions from the action
+            space instead of the policy's (default: ``training.random_steps``, None counting as 0).
     """
 
     def __init__(
@@ -117,6 +157,7 @@ class RolloutWorker:
         seed: int | None = None,
         save_weights: bool = True,
         actor_origin: str | None = None,
+        random_steps: int | None = None,
     ) -> None:
         self.settings = settings = settings_or_load(settings)
         ws = settings.worker
@@ -150,6 +191,10 @@ class RolloutWorker:
         # (see carried_action_buffer: recorded episodes must follow each other as if nothing ran in between)
         self._recorded_act_buf: list[np.ndarray] | None = None
         self._unrecorded_since = False
+        warm_up = settings.training.random_steps if random_steps is None else random_steps
+        self.random_steps_left = int(warm_up or 0)
+        if self.random_steps_left and self._seed is not None:
+            self.env.action_space.seed(self._seed)
         self._act_shape = getattr(self.env.action_space, "shape", None)
         self._act_dtype = getattr(self.env.action_space, "dtype", None)
         if self.model_path.is_file():
@@ -162,6 +207,12 @@ class RolloutWorker:
             self._crc = CrcRecorder()
         self.models_received = 0
         self.env_steps = 0
+        #: Timed-out time steps (rtgym's warnings) of the last finished episode.
+        self.last_episode_timeouts = 0
+        self._timeouts_at_start = 0
+        self._warned_timeouts = False
+        if self.realtime:
+            _timeouts.install()
         self._stop = threading.Event()
         self._loop_done = threading.Event()
         self._loop_done.set()
@@ -272,7 +323,11 @@ class RolloutWorker:
         self, obs: Any, test: bool, collect_samples: bool, last_step: bool = False
     ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """One environment step with the actor's action for ``obs``; ``last_step`` forces truncation."""
-        act = self.act(obs, test=test)
+        if collect_samples and not test and self.random_steps_left > 0:
+            self.random_steps_left -= 1
+            act = np.asarray(self.env.action_space.sample())
+        else:
+            act = self.act(obs, test=test)
         new_obs, rew, terminated, truncated, info = self.env.step(act)
         if self.obs_preprocessor is not None:
             new_obs = self.obs_preprocessor(new_obs)
@@ -287,10 +342,29 @@ class RolloutWorker:
             self._record(act, new_obs, rew, terminated, truncated, dict(info))
         return new_obs, rew, terminated, truncated, info
 
+    def _end_of_episode_timeouts(self, steps: int) -> None:
+        self.last_episode_timeouts = _timeouts.count - self._timeouts_at_start
+        if not self.last_episode_timeouts:
+            return
+        share = self.last_episode_timeouts / max(steps, 1)
+        log.info("worker: %d of %d time steps timed out in this episode", self.last_episode_timeouts, steps)
+        if share > TIMEOUT_SHARE_WARNING and not self._warned_timeouts:
+            self._warned_timeouts = True
+            log.warning(
+                "worker: %d of %d time steps (%.0f%%) of an episode timed out: the worker did not act within the "
+                "environment's time step, so its observations and actions were late. The machine may be too busy "
+                "(training beside it, other programs), or the time step too short for the policy. Each episode's "
+                "count is in the metrics (time_step_timeouts_train); this warning is not repeated.",
+                self.last_episode_timeouts,
+                steps,
+                100 * share,
+            )
+
     def _episode(self, max_samples: int | float | None, test: bool, collect: bool) -> tuple[float, int]:
         limit = self.max_samples_per_episode if max_samples is None else max_samples
         limit = None if limit is None or not np.isfinite(limit) else int(limit)
         obs, _ = self.reset(collect_samples=collect)
+        self._timeouts_at_start = _timeouts.count  # the pause between episodes is not the policy's
         ret, steps = 0.0, 0
         while True:
             if self._stop.is_set():
@@ -304,6 +378,8 @@ class RolloutWorker:
                 if collect:
                     self._unrecorded_since = False
                     self._recorded_act_buf = carried_action_buffer(self.env)
+                if self.realtime:
+                    self._end_of_episode_timeouts(steps)
                 return ret, steps
 
     def collect_train_episode(self, max_samples_per_episode: int | float | None = None) -> tuple[float, int]:
@@ -311,6 +387,7 @@ class RolloutWorker:
         ret, steps = self._episode(max_samples_per_episode, test=False, collect=True)
         self.buffer.stat_train_return = ret
         self.buffer.stat_train_steps = steps
+        self.buffer.stat_train_timeouts = self.last_episode_timeouts if self.realtime else None
         if self.verbose:
             log.debug("worker: train episode return %.2f in %d steps", ret, steps)
         return ret, steps

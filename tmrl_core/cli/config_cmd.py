@@ -102,7 +102,13 @@ def init(
     plugins: bool = typer.Option(False, "--plugins", help="Also write the default sections of every installed plugin."),
 ) -> None:
     """Write a config file with every default value (refuses to overwrite one without --force)."""
-    from tmrl_core.settings import backup_path, default_config, plugin_settings_models, write_config_file
+    from tmrl_core.settings import (
+        backup_path,
+        default_config,
+        keys_without_default,
+        plugin_settings_models,
+        write_config_file,
+    )
 
     target = _config_file()
     backup = None
@@ -122,6 +128,13 @@ def init(
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     write_config_file(target, default_config(models=models))
     typer.echo(f"wrote {target}")
+    for key in keys_without_default(models):
+        typer.secho(
+            f"warning: {key} has no default: it is written as null; set it (in the file, TMRL_ variables or --set) "
+            "before using its component",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if backup is not None:
         typer.echo(f"the previous file is kept as {backup}")
 

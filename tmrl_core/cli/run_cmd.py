@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 
 from tmrl_core.cli import log_option, logging_overrides, set_option
-from tmrl_core.errors import ConfigError
+from tmrl_core.errors import ConfigError, TmrlError
 from tmrl_core.paths import run_dir, subdir
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
@@ -25,15 +25,39 @@ def register(app: typer.Typer) -> None:
     app.command("test")(test)
 
 
-def _setup_logging(verbose: bool) -> None:
+#: Messages for the run's log file only (the screen shows them its own way).
+file_log = logging.getLogger("tmrl.run")
+file_log.propagate = False
+
+
+def _setup_logging(verbose: bool, log_file: Any = None, console: Any = None) -> None:
+    """Log to the terminal (warnings, or everything with --verbose) and, for a run, everything to its log file.
+
+    ``console``: the console of the live display, which must print the log lines itself (above the display): a line
+    written to the terminal by anyone else is drawn over, and leaves fragments of the display behind.
+    """
     from rich.logging import RichHandler
 
+    screen = RichHandler(show_path=False, rich_tracebacks=False, console=console)
+    screen.setLevel(logging.INFO if verbose else logging.WARNING)
+    handlers: list[logging.Handler] = [screen]
+    file_log.handlers.clear()
+    if log_file is not None:
+        file_handler = logging.StreamHandler(log_file)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(file_handler)
+        file_log.addHandler(file_handler)
+        file_log.setLevel(logging.INFO)
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose or log_file is not None else logging.WARNING,
         format="%(name)s: %(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=handlers,
         force=True,
     )
+
+
+class WorkerFailedError(TmrlError):
+    """A worker process of ``tmrl run`` ended with an error (its own message and hint are in this one)."""
 
 
 def run(
@@ -44,7 +68,9 @@ def run(
     env_steps: OptInt = typer.Option(
         None, "--env-steps", min=1, help="Stop once this many env steps were collected (training.max_env_steps)."
     ),
-    run_name: OptStr = typer.Option(None, "--run-name", "-n", help="Run name; the same name resumes (run.name)."),
+    run_name: OptStr = typer.Option(
+        None, "--run-name", "-n", help="Run name (default: <env>-<algo>); the same name resumes (run.name)."
+    ),
     transport: OptStr = typer.Option(None, "--transport", help="Transport between the parts (server.transport)."),
     log: list[str] = log_option(),
     wandb: bool = typer.Option(False, "--wandb", help="Log metrics to wandb as well (= --log wandb; wandb.enabled)."),
@@ -58,7 +84,7 @@ def run(
     """Train on this machine: server and trainer in this process, each worker in its own process.
 
     Ends by itself at the budget (--epochs, --env-steps); Ctrl-C stops after a checkpoint. Running again with the
-    same --run-name resumes. Metrics go to <data>/runs/<run>/metrics.jsonl.
+    same --run-name resumes. Metrics go to <data>/runs/<run>/metrics.jsonl, the log to <data>/runs/<run>/run.log.
     """
     from rich.console import Console
 
@@ -72,68 +98,189 @@ def run(
         "server": {"transport": transport},
         **logging_overrides(log, wandb),
     }
-    p = prepare(env, algo, overrides=overrides, sets=sets)
+    p = prepare(env, algo, overrides=overrides, sets=sets, name_after_components=True)
+    s = p.settings
     console = Console(stderr=False)
     _warn_refused(console)
-    display = ProgressDisplay(console, p, workers or p.settings.worker.count)
+    ts = s.training
+    if ts.max_env_steps is not None and ts.max_env_steps <= ts.start_training:
+        console.print(
+            f"[yellow]warning:[/yellow] this run will not train: its budget of {ts.max_env_steps} env steps ends "
+            f"before training.start_training={ts.start_training} transitions are in memory (raise --env-steps, or "
+            f"lower it with --set training.start_training=N)",
+            highlight=False,
+        )
+    with open(run_dir(s.run.name) / RUN_LOG_FILE, "a", encoding="utf-8", buffering=1) as log_file:
+        _setup_logging(verbose, log_file, console)
+        file_log.info("tmrl run --env %s --algo %s (run %s)", env, algo, s.run.name)
+        try:
+            _run_and_report(p, console, workers, verbose, log_file, run_local)
+        except TmrlError as exc:
+            file_log.error("%s", exc)
+            raise
+        except Exception:
+            file_log.exception("internal error")
+            raise
+
+
+#: The log of a run, beside its metrics: everything every part logged, and every line its workers printed.
+RUN_LOG_FILE = "run.log"
+
+
+def _run_and_report(p: Any, console: Any, workers: OptInt, verbose: bool, log_file: Any, run_local: Any) -> None:
+    s = p.settings
+    display = ProgressDisplay(console, p, workers or s.worker.count)
     t0 = time.monotonic()
 
     def announce(trainer: Any) -> None:
         t = trainer.training
         if trainer.resumed:
             console.print(
-                f"resuming run {p.settings.run.name} at epoch {t.epoch} round {t.round} ({t.env_steps} env steps, "
+                f"resuming run {s.run.name} at epoch {t.epoch} round {t.round} ({t.env_steps} env steps, "
                 f"{len(t.memory)} transitions in memory)",
                 highlight=False,
             )
 
+    def show_worker_line(index: int, line: str) -> None:
+        log_file.write(f"[worker-{index}] {line}\n")
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     level = "INFO" if verbose else "WARNING"
     with display:
-        result = run_local(p, workers=workers, on_round=display.update, on_start=announce, worker_log_level=level)
-    s = p.settings
-    last = result.history[-1] if result.history else {}
-    console.print(
-        f"run [bold]{s.run.name}[/bold] {'interrupted' if result.interrupted else 'finished'} after "
-        f"{time.monotonic() - t0:.0f} s: {last.get('env_steps', 0)} env steps, {last.get('training_steps', 0)} "
-        f"training steps{' (resumed)' if result.resumed else ''}"
-    )
-    console.print(f"weights: {subdir('weights', create=False) / (s.run.name + '.safetensors')}")
-    console.print(f"metrics: {run_dir(s.run.name, create=False) / 'metrics.jsonl'}")
-    console.print(f"test it: tmrl test --env {env} --run-name {s.run.name}")
-    if result.workers_failed:
-        raise typer.Exit(1)
+        result = run_local(
+            p,
+            workers=workers,
+            on_round=display.update,
+            on_start=announce,
+            worker_log_level=level,
+            on_worker_output=show_worker_line,
+        )
+    elapsed = time.monotonic() - t0
+    how = "interrupted" if result.interrupted else "failed" if result.failures else "finished"
+    resumed = " (resumed)" if result.resumed else ""
+    if result.training_steps == 0:
+        summary = (
+            f"run {s.run.name} {how} after {elapsed:.0f} s without training: {result.env_steps} env steps collected, "
+            f"training starts at {s.training.start_training} transitions (training.start_training){resumed}"
+        )
+        lines = [summary, f"log: {run_dir(s.run.name, create=False) / RUN_LOG_FILE}"]
+    else:
+        summary = (
+            f"run {s.run.name} {how} after {elapsed:.0f} s: {result.env_steps} env steps, {result.training_steps} "
+            f"training steps{resumed}"
+        )
+        lines = [
+            summary,
+            f"weights: {subdir('weights', create=False) / (s.run.name + '.safetensors')}",
+            f"metrics: {run_dir(s.run.name, create=False) / 'metrics.jsonl'}",
+            f"log: {run_dir(s.run.name, create=False) / RUN_LOG_FILE}",
+        ]
+        if not result.failures:
+            lines.append(f"test it: tmrl test --run-name {s.run.name}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    file_log.info("%s", summary)
+    for failure in result.failures:
+        if failure.traceback:
+            log_file.write(f"[worker-{failure.index}] {failure.traceback}\n")
+    if result.failures:
+        console.file.flush()
+        first = result.failures[0]
+        others = (
+            f" ({len(result.failures) - 1} more worker(s) failed too: see the log)" if len(result.failures) > 1 else ""
+        )
+        raise WorkerFailedError(f"worker-{first.index} failed: {first.message}{others}", hint=first.hint)
     if result.interrupted:
         raise typer.Exit(130)
 
 
+def _runs_of(env: str, algo: OptStr) -> list[str]:
+    """Names of the runs in the data folder that trained ``env`` (with ``algo`` when given), from their run.json."""
+    import json
+
+    from tmrl_core.pipeline import RUN_INFO_FILE
+
+    names = []
+    for path in sorted(subdir("runs", create=False).glob(f"*/{RUN_INFO_FILE}")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("env") == env and (algo is None or info.get("algo") == algo):
+            names.append(path.parent.name)
+    return names
+
+
+def _choose_run(env: OptStr, algo: OptStr) -> str:
+    """The run ``tmrl test`` means when no --run-name is given: ``<env>-<algo>``, or the only run of ``env``."""
+    from tmrl_core.pipeline import default_run_name
+
+    if env is None:
+        raise ConfigError("tmrl test needs --run-name (or --env)", hint="the runs are the folders in <data>/runs")
+    candidates = _runs_of(env, algo)
+    for name in candidates:
+        if name == default_run_name(env, algo or "sac"):
+            return name
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ConfigError(
+            f"no run of env {env!r}{f' with algo {algo!r}' if algo else ''} in this data folder",
+            hint=f"train one first: tmrl run --env {env}",
+        )
+    raise ConfigError(f"several runs of env {env!r}: {', '.join(candidates)}", hint="choose one with --run-name")
+
+
 def test(
-    env: str = typer.Option(..., "--env", "-e", help="Environment the policy was trained on."),
-    run_name: str = typer.Option(..., "--run-name", "-n", help="The run whose weights to load."),
+    run_name: OptStr = typer.Option(None, "--run-name", "-n", help="The run whose weights to load."),
+    env: OptStr = typer.Option(
+        None,
+        "--env",
+        "-e",
+        help="Environment (default: the run's, from its run.json); without --run-name, the run "
+        "<env>-<algo>, or the only run of this env.",
+    ),
     episodes: OptInt = typer.Option(None, "--episodes", min=1, help="Episodes to run (training.test_episodes)."),
     algo: OptStr = typer.Option(None, "--algo", "-a", help="Algorithm of the run (default: the one it used)."),
     seed: OptInt = typer.Option(None, "--seed", help="Seed of the first episode."),
     sets: list[str] = set_option(),
 ) -> None:
-    """Run a trained policy deterministically, standalone (no server), and print the episode returns."""
+    """Run a trained policy deterministically, standalone (no server), and print the episode returns.
+
+    The environment, the algorithm and their settings are the run's (its <data>/runs/<run>/run.json).
+    """
     import numpy as np
 
     from tmrl_core.pipeline import evaluate_policy, prepare, read_run_info
+    from tmrl_core.settings import RunSettings
 
     _setup_logging(False)
+    if run_name is None:
+        run_name = _choose_run(env, algo)
+    else:
+        try:
+            RunSettings(name=run_name)
+        except ValueError as exc:  # pydantic's ValidationError
+            message = exc.errors()[0]["msg"]  # type: ignore[attr-defined]  # pydantic's ValidationError
+            raise ConfigError(f"bad --run-name {run_name!r}: {message}") from None
     info = read_run_info(run_name)
-    if info.get("env") != env:
+    if env is not None and info.get("env") != env:
         raise ConfigError(
-            f"run {run_name!r} was trained on env {info.get('env')!r}, not {env!r}", hint=f"use --env {info.get('env')}"
+            f"run {run_name!r} was trained on env {info.get('env')!r}, not {env!r}",
+            hint="leave --env out: the run's own env is used",
         )
     # the actor must be built as it was trained: the run's env and agent sections, below the command line
     overrides = dict(info.get("sections", {}))
     overrides["run"] = {"name": run_name, "seed": seed}
     if episodes is not None:
         overrides["training"] = {**overrides.get("training", {}), "test_episodes": episodes}
-    p = prepare(env, algo or info["algo"], overrides=overrides, sets=sets, parts=("worker",))
-    returns = evaluate_policy(p, episodes=max(1, p.settings.training.test_episodes))
-    for i, ret in enumerate(returns):
-        typer.echo(f"episode {i}: return {ret:.2f}")
+    p = prepare(info["env"], algo or info["algo"], overrides=overrides, sets=sets, parts=("worker",))
+
+    def show(index: int, ret: float, steps: int, timeouts: int) -> None:
+        late = f" ({timeouts} of {steps} time steps timed out)" if timeouts else ""
+        typer.echo(f"episode {index}: return {ret:.2f}{late}")
+
+    returns = evaluate_policy(p, episodes=max(1, p.settings.training.test_episodes), on_episode=show)
     typer.echo(f"mean return over {len(returns)} episodes: {float(np.mean(returns)):.2f}")
 
 

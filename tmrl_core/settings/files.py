@@ -74,14 +74,30 @@ def read_config_file(path: Path) -> dict[str, Any] | None:
 
 
 def default_config(*, models: Mapping[str, type[BaseModel]] | None = None) -> dict[str, Any]:
-    """The content of a default config file: the version, every core section, and the sections in ``models``."""
+    """The content of a default config file: the version, every core section, and the sections in ``models`` (a
+    plugin setting without a default is written as ``null``: see :func:`keys_without_default`)."""
     data: dict[str, Any] = {"version": CONFIG_VERSION}
     defaults = Settings().dump(reveal_secrets=True)
     for name in CORE_SECTIONS:
         data[name] = defaults[name]
     for name, model in sorted((models or {}).items()):
-        data[name] = jsonable(model(), reveal_secrets=True)
+        data[name] = {
+            key: None
+            if field.is_required()
+            else jsonable(field.get_default(call_default_factory=True), reveal_secrets=True)
+            for key, field in model.model_fields.items()
+        }
     return data
+
+
+def keys_without_default(models: Mapping[str, type[BaseModel]]) -> list[str]:
+    """The dotted keys of the settings in ``models`` that have no default (the user must set them)."""
+    return [
+        f"{name}.{key}"
+        for name, model in sorted(models.items())
+        for key, field in model.model_fields.items()
+        if field.is_required()
+    ]
 
 
 def write_config_file(path: Path, data: Mapping[str, Any]) -> None:

@@ -6,7 +6,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tmrl_core.errors import ConfigError
@@ -37,10 +46,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: Run names become file names (checkpoint, weights, the run's folder): no path separators, no leading dot.
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+RUN_NAME_MAX_LENGTH = 100
+
+
 class RunSettings(Section):
     """What identifies a run."""
 
-    name: str = Field("default", description="Run name: names the checkpoint, weights and metrics files (RUN_NAME).")
+    name: str = Field(
+        "default",
+        description="Run name: names the checkpoint, weights and metrics files; letters, digits, '.', '_' and '-', "
+        "starting with a letter or digit (RUN_NAME; `tmrl run` defaults it to <env>-<algo>).",
+    )
     reset_training: bool = Field(
         False, description="Start training from scratch even if a checkpoint exists for this run (RESET_TRAINING)."
     )
@@ -48,6 +66,16 @@ class RunSettings(Section):
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="Seed for numpy, torch and the environments (None: random)."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_run_name(cls, name: str) -> str:
+        if not re.fullmatch(RUN_NAME_PATTERN, name) or len(name) > RUN_NAME_MAX_LENGTH:
+            raise ValueError(
+                f"a run name of 1 to {RUN_NAME_MAX_LENGTH} letters, digits, '.', '_' or '-', starting with a letter "
+                f"or a digit (it names files and folders)"
+            )
+        return name
 
 
 class ServerSettings(Section):
@@ -131,6 +159,12 @@ class TrainingSettings(Section):
     )
     start_training: int = Field(
         1000, ge=0, description="Samples in memory before training starts (ENVIRONMENT_STEPS_BEFORE_TRAINING)."
+    )
+    random_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Warm-up: the first N env steps (shared by the workers) take uniform random actions, as "
+        "Stable-Baselines3's learning_starts; None: the environment's default (usually start_training).",
     )
     update_model_interval: int = Field(200, ge=1, description="Send weights every N training steps.")
     update_buffer_interval: int = Field(200, ge=1, description="Collect received samples every N training steps.")

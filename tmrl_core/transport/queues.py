@@ -169,4 +169,5 @@ def snapshot(buffer: Buffer) -> Buffer:
     copy.dropped = buffer.dropped
     copy.stat_train_return, copy.stat_test_return = buffer.stat_train_return, buffer.stat_test_return
     copy.stat_train_steps, copy.stat_test_steps = buffer.stat_train_steps, buffer.stat_test_steps
+    copy.stat_train_timeouts = buffer.stat_train_timeouts
     return copy

@@ -1,0 +1,109 @@
+"""``training.random_steps``: the workers' warm-up of uniform random actions (Stable-Baselines3's learning_starts),
+on a real gymnasium environment, and its per-env default resolved by the pipeline."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tmrl_core.agents import ActorModule
+from tmrl_core.envs import make_pendulum
+from tmrl_core.settings import Settings
+from tmrl_core.worker import RolloutWorker
+
+
+class ConstantActor(ActorModule):
+    """Always 0.5: any other action in a recorded sample came from the warm-up."""
+
+    def act(self, obs: Any, test: bool = False) -> np.ndarray:
+        return np.full(self.action_space.shape, 0.5, dtype=np.float32)
+
+
+def worker(random_steps: int | None, seed: int = 3, **settings: Any) -> RolloutWorker:
+    return RolloutWorker(
+        env_cls=partial(make_pendulum, None),
+        actor_module_cls=ConstantActor,
+        standalone=True,
+        settings=Settings(**settings),
+        seed=seed,
+        random_steps=random_steps,
+        save_weights=False,
+        model_path="/nonexistent/weights.safetensors",
+    )
+
+
+def recorded_actions(w: RolloutWorker, episodes: int) -> np.ndarray:
+    actions = []
+    for _ in range(episodes):
+        w.collect_train_episode(max_samples_per_episode=100)
+        actions += [np.asarray(sample[0]) for sample in w.buffer.memory[1:]]  # the reset sample is not a step
+        w.buffer.clear()
+    return np.stack(actions)
+
+
+def test_the_first_random_steps_are_uniform_then_the_policy_acts(tmrl_home) -> None:
+    w = worker(150)
+    try:
+        actions = recorded_actions(w, 2)[:, 0]
+    finally:
+        w.close()
+    warm, policy = actions[:150], actions[150:]
+    assert np.all(policy == 0.5) and len(policy) == 50
+    assert np.all((warm >= -2.0) & (warm <= 2.0))
+    assert np.count_nonzero(warm == 0.5) <= 1
+    # uniform over [-2, 2]: both halves of the range, a spread near that of U(-2, 2) (std 1.15)
+    assert (warm < 0).sum() > 40 and (warm > 0).sum() > 40 and 0.9 < warm.std() < 1.4
+    assert w.random_steps_left == 0
+
+
+def test_the_warm_up_is_seeded_and_never_used_for_tests(tmrl_home) -> None:
+    a, b = worker(60, seed=7), worker(60, seed=7)
+    try:
+        assert np.array_equal(recorded_actions(a, 1)[:60], recorded_actions(b, 1)[:60])
+    finally:
+        a.close()
+        b.close()
+    t = worker(60)
+    try:
+        t.run_episode(max_samples_per_episode=20, train=False)
+        assert t.random_steps_left == 60  # a test episode acts with the policy and spends none of the warm-up
+    finally:
+        t.close()
+
+
+def test_the_setting_is_read_when_not_given(tmrl_home) -> None:
+    w = worker(None, training={"random_steps": 25})
+    try:
+        assert w.random_steps_left == 25
+    finally:
+        w.close()
+
+
+def test_the_default_comes_from_the_env_or_start_training(tmrl_home, plugin_manager) -> None:
+    from tmrl_core import EnvSpec, hookimpl
+    from tmrl_core.pipeline import prepare
+
+    class NoRandom:
+        @hookimpl
+        def tmrl_register_envs(self, register: Any) -> None:
+            register(
+                EnvSpec(name="calm", factory="tmrl_core.envs:make_pendulum", spaces="tmrl_core.envs:pendulum_spaces",
+                        random_steps=0)
+            )  # fmt: skip
+
+    plugin_manager(NoRandom(), entry_points=True)
+    assert prepare("pendulum", "sac").settings.training.random_steps == 200  # pendulum's start_training
+    assert prepare("pendulum", "sac", sets=["training.start_training=50"]).settings.training.random_steps == 50
+    assert prepare("pendulum", "sac", sets=["training.random_steps=7"]).settings.training.random_steps == 7
+    assert prepare("calm", "sac").settings.training.random_steps == 0
+
+
+@pytest.mark.parametrize("workers,expected", [(1, 100), (3, 34)])
+def test_workers_share_the_warm_up(tmrl_home, workers: int, expected: int) -> None:
+    from tmrl_core.pipeline import prepare, warm_up_share
+
+    p = prepare("pendulum", "sac", sets=["training.random_steps=100", f"worker.count={workers}"])
+    assert warm_up_share(p.settings) == expected
