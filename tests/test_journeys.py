@@ -68,6 +68,7 @@ def test_a_bad_run_name_is_refused_before_anything_starts(run_tmrl, tmrl_home: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a run and three tmrl test commands: minutes on a loaded machine
 def test_default_run_name_budget_and_test_from_run_json(run_tmrl, tmrl_home: Path) -> None:
     """An env with no pacing defaults and two workers: the run stops within one episode (30 steps) of its budget,
     is named faulty-env-sac, and `tmrl test` needs nothing but the name (or only the env)."""
@@ -94,6 +95,7 @@ def test_default_run_name_budget_and_test_from_run_json(run_tmrl, tmrl_home: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_budget_below_start_training_says_so_and_leaves_no_checkpoint(run_tmrl, tmrl_home: Path) -> None:
     result = run_tmrl(
         "run", "--env", "faulty-env", "--env-steps", "60", *FAST, env=with_faulty_plugin(), timeout=300

@@ -277,7 +277,11 @@ class TorchTrainingOffline:
         sampling = training = 0.0
         done_steps = 0
         updates_per_step = max(1, int(getattr(self.agent, "updates_per_step", 1)))
-        if len(self.memory) >= needed and not self.stop_event.is_set() and not self.budget_reached:
+        # A budget that is not above start_training never trains (tmrl run says so up front). Otherwise the round in
+        # which the budget is reached still trains: workers may deliver the whole budget at once (a fast env, or
+        # samples queued while the trainer started), and such a run must train on them.
+        can_train = self.max_env_steps is None or self.max_env_steps > self.start_training
+        if len(self.memory) >= needed and not self.stop_event.is_set() and can_train:
             batches = iter(self.memory)
             # Reaching the env-step budget mid-round ends the run at the end of this round: its remaining training
             # steps are still done, within max_training_steps_per_env_step of what was received.
