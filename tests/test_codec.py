@@ -194,6 +194,35 @@ def test_buffer_statistics_of_numpy_types_travel_as_python_numbers() -> None:
     assert decoded.stat_train_steps == 4 and type(decoded.stat_train_steps) is int
 
 
+def test_episode_metrics_travel_bounded_and_checked() -> None:
+    buffer = make_buffer(3)
+    buffer.stat_train_metrics = {"progress": np.float32(0.25), "laps": 1}
+    buffer.stat_test_metrics = {"progress": 1.0}
+    decoded = codec.decode_buffer(codec.encode_buffer(buffer))
+    assert decoded.stat_train_metrics == {"progress": 0.25, "laps": 1.0}
+    assert type(decoded.stat_train_metrics["laps"]) is float and decoded.stat_test_metrics == {"progress": 1.0}
+    # a buffer without metrics travels without the keys (older senders' messages still decode)
+    plain = codec.decode_buffer(codec.encode_buffer(make_buffer(3)))
+    assert plain.stat_train_metrics == {} and plain.stat_test_metrics == {}
+    for bad in (
+        {"progress": float("nan")},
+        {"progress": "far"},
+        {"": 1.0},
+        {"x" * (codec.MAX_METRIC_NAME + 1): 1.0},
+        {f"m{i}": 1.0 for i in range(codec.MAX_EPISODE_METRICS + 1)},
+    ):
+        buffer.stat_train_metrics = bad
+        with pytest.raises(codec.CodecError):
+            codec.encode_buffer(buffer)
+    # a forged message is refused by the decoder too
+    record = {
+        "samples": [], "maxlen": 5, "dropped": 0, "train_return": None, "test_return": None, "train_steps": None,
+        "test_steps": None, "train_metrics": {"progress": [1.0]},
+    }
+    with pytest.raises(codec.CodecError, match="train_metrics"):
+        codec.decode_buffer(codec._encode_structured(codec.Kind.BUFFER, record))
+
+
 def test_weights_round_trip() -> None:
     import torch
 

@@ -15,6 +15,8 @@ class Buffer:
         stat_train_steps / stat_test_steps: length of the last finished training / test episode (or None).
         stat_train_timeouts: time steps of the last finished training episode that timed out (real-time envs; None
             for the others).
+        stat_train_metrics / stat_test_metrics: the environment's own metrics of that episode (``episode_metrics``,
+            e.g. TrackMania's ``progress``), name -> float; empty when it has none.
     """
 
     def __init__(self, maxlen: int = 100_000) -> None:
@@ -26,6 +28,8 @@ class Buffer:
         self.stat_train_steps: int | None = None
         self.stat_test_steps: int | None = None
         self.stat_train_timeouts: int | None = None
+        self.stat_train_metrics: dict[str, float] = {}
+        self.stat_test_metrics: dict[str, float] = {}
 
     def append_sample(self, sample: Any) -> None:
         self.memory.append(sample)
@@ -49,6 +53,9 @@ class Buffer:
             value = getattr(other, stat)
             if value is not None:
                 setattr(self, stat, value)
+        for stat in ("stat_train_metrics", "stat_test_metrics"):
+            if getattr(other, stat):
+                setattr(self, stat, dict(getattr(other, stat)))
         self.dropped += other.dropped
         return self
 

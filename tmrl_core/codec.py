@@ -134,6 +134,11 @@ _EXPANSION = 80
 _BUFFER_KEYS = frozenset({"samples", "maxlen", "dropped", "train_return", "test_return", "train_steps", "test_steps"})
 #: Keys a buffer may carry besides those; written only when set, so that buffers without them read as before.
 _OPTIONAL_BUFFER_KEYS = frozenset({"train_timeouts"})
+#: optional keys of a buffer: the environment's episode metrics (absent when empty, so older senders still decode)
+_BUFFER_METRIC_KEYS = frozenset({"train_metrics", "test_metrics"})
+#: bounds of one episode-metrics map: entries, and characters per name
+MAX_EPISODE_METRICS = 32
+MAX_METRIC_NAME = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -590,6 +595,9 @@ def encode_buffer(buffer: Buffer) -> bytes:
             record["train_timeouts"] = _optional_number(buffer.stat_train_timeouts, int)
     except (TypeError, ValueError) as error:
         raise CodecError(f"cannot encode the buffer's statistics: {error}") from error
+    for key, metrics in (("train_metrics", buffer.stat_train_metrics), ("test_metrics", buffer.stat_test_metrics)):
+        if metrics:
+            record[key] = _check_episode_metrics(dict(metrics), key, convert=True)
     if not isinstance(record["samples"], list):
         raise CodecError(f"buffer.memory must be a list, not {type(buffer.memory).__name__}")
     columns = _columns(buffer.memory)
@@ -608,10 +616,11 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
         CodecError: for any input that is not a well-formed buffer message.
     """
     record = _decode_structured(data, Kind.BUFFER, max_bytes)
-    if not isinstance(record, dict) or not _BUFFER_KEYS <= set(record) <= _BUFFER_KEYS | _OPTIONAL_BUFFER_KEYS:
+    allowed = _BUFFER_KEYS | _OPTIONAL_BUFFER_KEYS | _BUFFER_METRIC_KEYS
+    if not isinstance(record, dict) or not _BUFFER_KEYS <= set(record) <= allowed:
         raise CodecError(
             "a buffer message must be a map with exactly the keys " + ", ".join(sorted(_BUFFER_KEYS))
-            + " (and optionally " + ", ".join(sorted(_OPTIONAL_BUFFER_KEYS)) + ")"
+            + " (and optionally " + ", ".join(sorted(_OPTIONAL_BUFFER_KEYS | _BUFFER_METRIC_KEYS)) + ")"
         )
     samples = record["samples"]
     if type(samples) is dict:
@@ -646,7 +655,25 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     buffer.stat_train_steps = record["train_steps"]
     buffer.stat_test_steps = record["test_steps"]
     buffer.stat_train_timeouts = timeouts
+    buffer.stat_train_metrics = _check_episode_metrics(record.get("train_metrics", {}), "train_metrics")
+    buffer.stat_test_metrics = _check_episode_metrics(record.get("test_metrics", {}), "test_metrics")
     return buffer
+
+
+def _check_episode_metrics(metrics: Any, key: str, convert: bool = False) -> dict[str, float]:
+    """A bounded map of short str names to finite floats (``convert``: numpy and int numbers become float)."""
+    if type(metrics) is not dict or len(metrics) > MAX_EPISODE_METRICS:
+        raise CodecError(f"buffer {key} must be a map of at most {MAX_EPISODE_METRICS} entries")
+    out = {}
+    for name, value in metrics.items():
+        if type(name) is not str or not 0 < len(name) <= MAX_METRIC_NAME:
+            raise CodecError(f"buffer {key} names must be strings of 1 to {MAX_METRIC_NAME} characters")
+        if convert and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not float or not np.isfinite(value):
+            raise CodecError(f"buffer {key}[{name!r}] must be a finite float")
+        out[name] = value
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -210,6 +210,9 @@ class TorchTrainingOffline:
             if buffer.stat_train_timeouts is not None and buffer.stat_train_steps:
                 share = buffer.stat_train_timeouts / buffer.stat_train_steps
                 self._round_episodes["time_step_timeout_share_train"].append(share)
+            for suffix, metrics in (("train", buffer.stat_train_metrics), ("test", buffer.stat_test_metrics)):
+                for name, value in metrics.items():
+                    self._round_episodes[f"{name}_{suffix}"].append(float(value))
         return received
 
     @property

@@ -382,12 +382,22 @@ class RolloutWorker:
                     self._end_of_episode_timeouts(steps)
                 return ret, steps
 
+    def episode_metrics(self) -> dict[str, float]:
+        """The environment's own metrics of the episode that just ended: its (unwrapped) ``episode_metrics``
+        attribute, a name -> number mapping, if it has one (e.g. TrackMania's ``progress`` along the track)."""
+        env = getattr(self.env, "unwrapped", self.env)
+        metrics = getattr(env, "episode_metrics", None)
+        if not metrics:
+            return {}
+        return {str(name): float(value) for name, value in dict(metrics).items()}
+
     def collect_train_episode(self, max_samples_per_episode: int | float | None = None) -> tuple[float, int]:
         """Run one training episode into the buffer (not sent); returns ``(return, steps)``."""
         ret, steps = self._episode(max_samples_per_episode, test=False, collect=True)
         self.buffer.stat_train_return = ret
         self.buffer.stat_train_steps = steps
         self.buffer.stat_train_timeouts = self.last_episode_timeouts if self.realtime else None
+        self.buffer.stat_train_metrics = self.episode_metrics()
         if self.verbose:
             log.debug("worker: train episode return %.2f in %d steps", ret, steps)
         return ret, steps
@@ -399,6 +409,7 @@ class RolloutWorker:
         ret, steps = self._episode(max_samples_per_episode, test=True, collect=False)
         self.buffer.stat_test_return = ret
         self.buffer.stat_test_steps = steps
+        self.buffer.stat_test_metrics = self.episode_metrics()
         if self.verbose:
             log.info("worker: test episode return %.2f in %d steps", ret, steps)
         return ret, steps

@@ -195,7 +195,7 @@ def test_tmrl_run_through_the_real_capture_and_keyboard(simulator, run_tmrl, tmr
         *keyboard_sets(simulator, centre_line_reward(tmp_path)),
         "--set", "trackmania.ep_max_length=100", "--set", f"trackmania.timing_log={timing}",
         "--set", "training.start_training=100", "--set", "training.batch_size=32",
-        "--set", "training.steps_per_round=10",
+        "--set", "training.steps_per_round=10", "--set", "worker.test_episode_interval=1",
         env={**simulator.env(), "PYTHONWARNINGS": "ignore"}, timeout=300,
     )
     assert result.returncode == 0, str(result)
@@ -204,3 +204,7 @@ def test_tmrl_run_through_the_real_capture_and_keyboard(simulator, run_tmrl, tmr
     metrics = [json.loads(line) for line in (tmrl_home / "runs" / f"x11-{env}" / "metrics.jsonl").open()]
     assert max(m.get("training_steps", 0) for m in metrics) > 0
     assert (tmrl_home / "weights" / f"x11-{env}.safetensors").is_file()
+    # track progress is a metric of every episode, train and test
+    for key in ("progress_train", "progress_test"):
+        values = [m[key] for m in metrics if key in m]
+        assert values and all(0.0 <= v <= 1.0 for v in values), key

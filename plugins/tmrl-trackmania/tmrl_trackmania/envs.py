@@ -342,6 +342,12 @@ class TrackmaniaEnv(RealTimeEnv):
     def tm_interface(self) -> TrackmaniaInterface:
         return self.interface
 
+    @property
+    def episode_metrics(self) -> dict[str, float]:
+        """Read by the worker after each episode (train and test) and logged as ``progress_train`` /
+        ``progress_test``: the share of the reference trajectory covered, 0 to 1 (1: the whole track)."""
+        return {"progress": float(self.interface.reward_function.progress)}
+
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         result = super().step(action)
         error = self.interface.error
