@@ -99,18 +99,27 @@ class StepTiming:
         self.timeout = duration * timeout_factor
         self._t_end: float | None = None
         self._waiting = False
+        self._last: float | None = None
         self.steps = 0
         self.timed_out = 0
+        #: time between consecutive controls of an episode, summed, and how many such intervals: their ratio is the
+        #: real step duration (never below ``duration``: rtgym waits for the end of each time step)
+        self.seconds = 0.0
+        self.intervals = 0
 
     def on_control(self, now: float) -> None:
+        # the first control after wait() is the reset's: the pause between episodes is neither a timeout nor a step
+        waiting, self._waiting = self._waiting, False
+        if self._last is not None and not waiting:
+            self.seconds += now - self._last
+            self.intervals += 1
+        self._last = now
         if self._t_end is None:
             self._t_end = now  # rtgym starts its clock at the first reset
         if now < self._t_end + self.timeout:
             start = self._t_end
         else:
-            if self._waiting:
-                self._waiting = False  # the pause between episodes is not a timeout
-            else:
+            if not waiting:
                 self.timed_out += 1
             start = now
         self._t_end = start + self.duration
@@ -118,6 +127,7 @@ class StepTiming:
 
     def on_wait(self) -> None:
         self._waiting = True
+        self._last = None
 
 
 class TrackmaniaInterface(RealTimeGymInterface):
@@ -147,7 +157,7 @@ class TrackmaniaInterface(RealTimeGymInterface):
         )
         self.history: deque[np.ndarray] = deque(maxlen=s.history_length)
         self.timing = StepTiming(s.time_step_duration, s.time_step_timeout_factor)
-        self._logged = (0, 0)
+        self._logged: tuple[int, int, int, float] = (0, 0, 0, 0.0)
         self.episodes = 0
         #: an error raised in rtgym's capture thread, re-raised by the env's next step()
         self.error: BaseException | None = None
@@ -227,8 +237,9 @@ class TrackmaniaInterface(RealTimeGymInterface):
         self._log_timing()
 
     def _log_timing(self) -> None:
-        steps, timed_out = self.timing.steps, self.timing.timed_out
-        if self.settings.timing_log is None or (steps, timed_out) == self._logged:
+        t = self.timing
+        steps, timed_out = t.steps, t.timed_out
+        if self.settings.timing_log is None or (steps, timed_out) == self._logged[:2]:
             return
         entry = {
             "pid": os.getpid(),
@@ -236,10 +247,12 @@ class TrackmaniaInterface(RealTimeGymInterface):
             "episode": self.episodes,
             "steps": steps - self._logged[0],
             "timed_out": timed_out - self._logged[1],
+            "intervals": t.intervals - self._logged[2],
+            "seconds": round(t.seconds - self._logged[3], 6),
             "total_steps": steps,
             "total_timed_out": timed_out,
         }
-        self._logged = (steps, timed_out)
+        self._logged = (steps, timed_out, t.intervals, t.seconds)
         path = Path(self.settings.timing_log).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as f:

@@ -22,8 +22,10 @@ class SimSettings(Section):
     """The simulated TrackMania used by ``backend = "simulated"`` (tests, benchmarks, trying the pipeline without
     the game)."""
 
-    track: Literal["default", "oval"] = Field(
-        "default", description="Track layout: 'default' (an open track with a finish line) or 'oval' (closed loop)."
+    track: Literal["default", "tight", "oval"] = Field(
+        "default",
+        description="Track layout: 'default' (375 m, open, with a finish line), 'tight' (254 m of hairpins on a "
+        "narrower road) or 'oval' (closed loop).",
     )
     time_scale: float = Field(
         1.0, gt=0.0, le=50.0, description="Simulated seconds per wall-clock second (>1 replays faster than real time)."

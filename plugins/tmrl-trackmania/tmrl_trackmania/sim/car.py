@@ -1,8 +1,8 @@
 """The simulated car: a kinematic bicycle with an engine, brakes, drag, walls, gears and a finish line.
 
 Not TrackMania's physics, only enough of it that driving well is learnable and driving badly is visible: the car
-accelerates with gas, slows with brake (and reverses from a standstill), steers less at high speed, and loses half
-its speed when it hits a wall.
+accelerates with gas, slows with brake (and reverses from a standstill), steers less at high speed and never beyond
+its grip, and loses half its speed when it hits a wall. docs/trackmania.md gives the figures and their sources.
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ import numpy as np
 from tmrl_trackmania.sim.track import Track
 
 ENGINE_ACCEL = 14.0  # m/s^2 at standstill, fading to 0 at TOP_SPEED
-TOP_SPEED = 70.0  # m/s
+TOP_SPEED = 95.0  # m/s at which the engine gives nothing more; drag caps the car lower (docs/trackmania.md)
 BRAKE_DECEL = 25.0  # m/s^2
 REVERSE_ACCEL = 5.0
 REVERSE_TOP_SPEED = 8.0
-DRAG = 0.0012  # 1/m (deceleration = DRAG * v^2)
+DRAG = 0.0005  # 1/m (deceleration = DRAG * v^2)
 ROLLING = 0.6  # m/s^2
 WHEELBASE = 2.8  # m
 MAX_STEER = 0.55  # rad at low speed
 STEER_FADE_SPEED = 45.0  # m/s at which the steering angle is halved
+#: the tyres' grip: the turn rate is capped so that the lateral acceleration stays below this (m/s^2, about 2 g)
+MAX_LATERAL_ACCEL = 20.0
 WALL_SPEED_FACTOR = 0.5
 CAR_HALF_WIDTH = 1.0
-#: upper bounds of gears 1..5 in km/h
-GEAR_TOPS_KMH = (45.0, 85.0, 130.0, 180.0, 1e9)
+#: upper bounds of gears 1..4 in km/h (5th above), where TrackMania 2020's car shifts up (docs/trackmania.md)
+GEAR_TOPS_KMH = (100.0, 160.0, 235.0, 342.0, 1e9)
 IDLE_RPM = 1500.0
 MAX_RPM = 10500.0
 
@@ -70,7 +72,7 @@ class CarState:
         if gear <= 1:
             lo, hi = 0.0, GEAR_TOPS_KMH[0]
         else:
-            lo, hi = GEAR_TOPS_KMH[gear - 2], min(GEAR_TOPS_KMH[gear - 1], 280.0)
+            lo, hi = GEAR_TOPS_KMH[gear - 2], min(GEAR_TOPS_KMH[gear - 1], 450.0)
         frac = min(1.0, max(0.0, (kmh - lo) / max(1e-6, hi - lo)))
         return IDLE_RPM + frac * (MAX_RPM - IDLE_RPM)
 
@@ -132,7 +134,11 @@ class Car:
 
         angle = st.steer * MAX_STEER / (1.0 + abs(new_v) / STEER_FADE_SPEED)
         # steering right (positive) turns clockwise seen from above
-        st.heading -= new_v / WHEELBASE * math.tan(angle) * dt
+        yaw_rate = new_v / WHEELBASE * math.tan(angle)
+        if abs(new_v) > 1e-3:  # beyond the grip, the car runs wide instead of turning on a dime
+            limit = MAX_LATERAL_ACCEL / abs(new_v)
+            yaw_rate = max(-limit, min(limit, yaw_rate))
+        st.heading -= yaw_rate * dt
         dx = new_v * math.cos(st.heading) * dt
         dz = new_v * math.sin(st.heading) * dt
         st.x += dx

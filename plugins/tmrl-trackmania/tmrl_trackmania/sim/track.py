@@ -37,7 +37,26 @@ LAYOUTS: dict[str, tuple[tuple[float, float], ...]] = {
         (80.0, 0.0),
         (94.25, 180.0),
     ),
+    # The harder one: 254 m of hairpins and a chicane, turn radii 8 to 10 m on a 12 m road, so that a car taking
+    # them at the default track's speeds hits the wall; an agent tuned to the default track does not drive it.
+    "tight": (
+        (40.0, 0.0),
+        (16.0, -90.0),
+        (20.0, 0.0),
+        (22.0, 150.0),
+        (14.0, 0.0),
+        (14.0, -100.0),
+        (12.0, 70.0),
+        (24.0, 0.0),
+        (20.0, -140.0),
+        (18.0, 0.0),
+        (12.0, 80.0),
+        (12.0, -80.0),
+        (30.0, 0.0),
+    ),
 }
+#: road width of each layout in metres (walls on both sides)
+LAYOUT_WIDTHS: dict[str, float] = {"default": 16.0, "oval": 16.0, "tight": 12.0}
 
 ROAD_GREY = (96, 96, 104)  # BGR; every channel above the LIDAR's black threshold
 MARKING = (210, 210, 210)
@@ -110,12 +129,14 @@ class Track:
 
 
 @functools.lru_cache(maxsize=8)
-def build_track(name: str = "default", width: float = 16.0) -> Track:
-    """Integrate the layout's pieces (straights and constant-curvature arcs) into a centre line."""
+def build_track(name: str = "default", width: float | None = None) -> Track:
+    """Integrate the layout's pieces (straights and constant-curvature arcs) into a centre line (``width``: the
+    layout's own by default)."""
     try:
         pieces = LAYOUTS[name]
     except KeyError:
         raise ValueError(f"unknown simulated track {name!r}; known: {', '.join(LAYOUTS)}") from None
+    width = LAYOUT_WIDTHS.get(name, 16.0) if width is None else width
     curv = []
     for length, turn_deg in pieces:
         n = max(1, int(round(length / CENTRE_STEP)))
