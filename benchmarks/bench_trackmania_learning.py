@@ -1,0 +1,133 @@
+"""Does an agent learn to drive the simulated TrackMania? ``tmrl run --env trackmania-lidar`` with sac and redqsac.
+
+For each algorithm, track and seed, one ``tmrl run`` (trainer and worker as a user runs them, the simulated game in
+the worker) until the env-step budget, with a deterministic test episode every ``--test-every`` training episodes.
+From the run's ``metrics.jsonl`` it prints the test progress (share of the track covered) and test return against
+env steps, and the env steps at which a deterministic test episode first finished a lap (a test return of at least
+``trackmania.end_of_track``, the finish bonus: progress alone gives at most 37.5 on the default track).
+
+Targets (issue 11): a finished deterministic lap within 20,000 env steps on the default track with sac, fewer with
+redqsac; within 50,000 on the tight track.
+
+Faster than real time: ``--time-scale K`` runs the simulator's clock K times faster
+(``trackmania.sim.time_scale``) and shortens rtgym's time step by the same factor, so an env step is still 50 ms of
+game time and every figure in env steps means what it means at the real 20 Hz pace (``--time-scale 1``, what a user
+runs). Training per env step is held near one (``training.max_training_steps_per_env_step = 1``, and the worker
+waits between episodes once it is ``--model-every`` env steps ahead of the last model), so the curves do not depend
+on how fast the machine trains; the wall-clock time does.
+
+    python benchmarks/bench_trackmania_learning.py [--algos sac redqsac] [--tracks default tight] [--seeds 0 1 2]
+        [--env-steps 20000] [--time-scale 4] [--test-every 5] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def tmrl_command() -> list[str]:
+    return [sys.executable, "-m", "tmrl_core"]
+
+
+def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: Path) -> dict:
+    scale = args.time_scale
+    name = f"bench-{algo}-{track}-{seed}"
+    sets = {
+        "run.seed": seed,
+        "trackmania.backend": "simulated",
+        "trackmania.sim.track": track,
+        "trackmania.sim.time_scale": scale,
+        "trackmania.time_step_duration": 0.05 / scale,
+        "trackmania.start_obs_capture": 0.04 / scale,
+        "trackmania.sleep_time_at_reset": 0.0,
+        "trackmania.timing_log": home / f"{name}-timing.jsonl",
+        "worker.test_episode_interval": args.test_every,
+        # the worker waits between episodes for a model once it is max_env_steps_per_model ahead, so that training
+        # per env step is the same on any machine (a slow or loaded trainer otherwise lags a real-time worker: on the
+        # loaded 2-core development machine, 600 training steps in 16,566 env steps without this bound)
+        "training.max_training_steps_per_env_step": 1.0,
+        "training.update_model_interval": args.model_every,
+        "worker.max_env_steps_per_model": args.model_every,
+        **dict(kv.split("=", 1) for kv in args.set),
+    }
+    cmd = [*tmrl_command(), "run", "--env", "trackmania-lidar", "--algo", algo, "--env-steps", str(args.env_steps),
+           "--run-name", name]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
+    env.update(TMRL_HOME=str(home), PYTHONWARNINGS="ignore", WANDB_MODE="offline")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    seconds = time.perf_counter() - t0
+    metrics_path = home / "runs" / name / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics_path.open()] if metrics_path.exists() else []
+    curve = [
+        (r["env_steps"], r["return_test"], r.get("progress_test"), r.get("training_steps"))
+        for r in rows
+        if r.get("return_test") is not None
+    ]
+    finish = next((steps for steps, ret, _, _ in curve if ret >= args.end_of_track), None)
+    timing = home / f"{name}-timing.jsonl"
+    entries = [json.loads(line) for line in timing.open()] if timing.exists() else []
+    steps = sum(e["steps"] for e in entries)
+    late = sum(e["timed_out"] for e in entries)
+    return {
+        "algo": algo, "track": track, "seed": seed, "returncode": proc.returncode, "seconds": seconds,
+        "curve": curve, "first_finish": finish, "env_steps": rows[-1]["env_steps"] if rows else 0,
+        "training_steps": rows[-1].get("training_steps", 0) if rows else 0,
+        "timed_out_share": late / steps if steps else None,
+        "train_progress_last": next((r["progress_train"] for r in reversed(rows) if "progress_train" in r), None),
+        "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=["sac", "redqsac"])
+    parser.add_argument("--tracks", nargs="+", default=["default", "tight"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--env-steps", type=int, default=20000)
+    parser.add_argument("--time-scale", type=float, default=4.0)
+    parser.add_argument("--test-every", type=int, default=5, help="a test episode every N training episodes")
+    parser.add_argument("--end-of-track", type=float, default=100.0)
+    parser.add_argument("--model-every", type=int, default=100, help="training steps per model = env steps per model")
+    parser.add_argument("--timeout", type=float, default=6 * 3600)
+    parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE settings for every run")
+    parser.add_argument("--out", type=Path, default=None, help="data folder (default: a temporary one)")
+    args = parser.parse_args()
+    home = args.out or Path(tempfile.mkdtemp(prefix="tmrl-bench-tm-"))
+    print(f"data folder: {home}; time scale {args.time_scale:g}; budget {args.env_steps} env steps", flush=True)
+    results = []
+    for algo in args.algos:
+        for track in args.tracks:
+            for seed in args.seeds:
+                r = run_once(algo, track, seed, args, home)
+                results.append(r)
+                late = "-" if r["timed_out_share"] is None else f"{r['timed_out_share']:.1%}"
+                print(f"\n== {algo} on {track}, seed {seed}: exit {r['returncode']}, {r['seconds']:.0f} s, "
+                      f"{r['env_steps']} env steps, {r['training_steps']} training steps, timed-out steps {late}")
+                if r["stderr_tail"]:
+                    print(r["stderr_tail"])
+                print("   env steps | test return | test progress")
+                for steps, ret, progress, _ in r["curve"]:
+                    p = "-" if progress is None else f"{progress:.2f}"
+                    print(f"   {steps:9d} | {ret:11.1f} | {p}")
+                print(f"   first finished deterministic lap: {r['first_finish'] or 'not within the budget'}", flush=True)
+    print("\nsummary: env steps to the first finished deterministic test lap")
+    for r in results:
+        print(f"  {r['algo']:8s} {r['track']:8s} seed {r['seed']}: {r['first_finish'] or 'not reached'} "
+              f"(best test progress {max((p or 0.0) for _, _, p, _ in r['curve']) if r['curve'] else 0.0:.2f})")
+    with open(home / "bench_trackmania_learning.json", "w") as f:
+        json.dump(results, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
