@@ -1,6 +1,6 @@
-"""Sessions: ``nox -s tests`` (every test suite), ``nox -s wheels`` (the five distributions built, checked and
-installed from wheels into a fresh venv), ``nox -s scaffold`` (a generated plugin in a fresh venv), ``nox -s lint``
-(ruff), ``nox -s bench`` (benchmarks).
+"""Sessions: ``nox -s tests`` (the Win32 type-check, then every test suite), ``nox -s typecheck_win32`` (that check
+alone), ``nox -s wheels`` (the five distributions built, checked and installed from wheels into a fresh venv),
+``nox -s scaffold`` (a generated plugin in a fresh venv), ``nox -s lint`` (ruff), ``nox -s bench`` (benchmarks).
 
 CI runs ``nox -s tests wheels scaffold``."""
 
@@ -26,10 +26,36 @@ def _install_all(session: nox.Session, *extra: str) -> None:
     session.install("-c", "constraints.txt", *editable, *extra)
 
 
+# The TrackMania plugin's Win32 layer and the code that calls it. No Windows machine runs CI: mypy with the platform
+# set to win32 checks them as Windows would import them, so a misspelt ctypes/wintypes name or a wrong call fails.
+WIN32_CHECKED = [
+    "plugins/tmrl-trackmania/tmrl_trackmania/win32.py",
+    "plugins/tmrl-trackmania/tmrl_trackmania/capture.py",
+    "plugins/tmrl-trackmania/tmrl_trackmania/control.py",
+]
+
+
+def _typecheck_win32(session: nox.Session) -> None:
+    session.run(
+        "mypy", "--platform", "win32", "--python-version", "3.10", "--ignore-missing-imports",
+        "--follow-imports=silent", "--no-incremental", *WIN32_CHECKED,
+        env={"MYPYPATH": "plugins/tmrl-trackmania"},
+    )
+
+
+@nox.session
+def typecheck_win32(session: nox.Session) -> None:
+    """mypy --platform win32 on the TrackMania plugin's Win32 layer (capture, keyboard) and its callers."""
+    session.install("mypy", "numpy")
+    _typecheck_win32(session)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install the five packages (editable) and the test plugins into a fresh venv; run every test suite."""
-    _install_all(session, *TEST_PLUGINS)
+    """Install the five packages (editable) and the test plugins into a fresh venv; type-check the Win32 layer; run
+    every test suite."""
+    _install_all(session, *TEST_PLUGINS, "mypy")
+    _typecheck_win32(session)
     session.run("pytest", *TEST_PATHS, *session.posargs, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
 
 
