@@ -10,7 +10,9 @@ the way a worker keeps them; then, on the frames of that episode:
 - bytes sent per sample: the episode's buffer encoded with the wire codec, with the env's default compressor
   (``history``: each frame/reading and action once) against no compression, and the raw observation's array bytes.
 
-Run: ``python benchmarks/bench_trackmania.py [--steps 200] [--repeat 200]``
+Run: ``python benchmarks/bench_trackmania.py [--steps 200] [--repeat 200]``; with ``--realtime``, instead: the share of
+time steps that time out while driving in real time, alone and beside one CPU-bound process per core (the figure
+the end-to-end tests leave to this benchmark, since it depends on the machine's load).
 """
 
 from __future__ import annotations
@@ -140,16 +142,63 @@ def bench_env(env_name: str, steps: int, repeat: int) -> None:
           f"{plain:9.0f} uncompressed (raw observation {raw_obs} B): ratio {plain / compressed:.1f}x")
 
 
+def _hog(stop: Any) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def realtime_share(env_name: str, steps: int, hogs: int) -> tuple[int, int, float]:
+    """``(steps, timed-out steps, mean step seconds)`` of ``steps`` real-time steps of ``env_name`` on the simulated
+    game, a policy-sized pause (2 ms) per step, with ``hogs`` CPU-bound processes running meanwhile."""
+    import multiprocessing
+
+    from tmrl_trackmania.envs import make_full, make_lidar
+
+    make = make_full if env_name == "trackmania-full" else make_lidar
+    stop = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=_hog, args=(stop,), daemon=True) for _ in range(hogs)]
+    for proc in procs:
+        proc.start()
+    env = make(backend="simulated", sleep_time_at_reset=0.0, ep_max_length=steps + 10, min_steps=steps + 10)
+    try:
+        env.reset()
+        for _ in range(steps):
+            time.sleep(0.002)
+            env.step(np.array([1.0, 0.0, 0.0], dtype=np.float32))
+        timing = env.tm_interface.timing
+        return timing.steps, timing.timed_out, timing.seconds / max(1, timing.intervals)
+    finally:
+        env.close()
+        stop.set()
+        for proc in procs:
+            proc.join(5)
+
+
+def bench_realtime(env_name: str, steps: int) -> None:
+    cores = os.cpu_count() or 1
+    print(f"\n{env_name}: real-time stepping, {steps} steps of 50 ms")
+    for hogs in (0, cores):
+        n, late, mean = realtime_share(env_name, steps, hogs)
+        print(f"  with {hogs} CPU-bound processes ({cores} cores): {late} of {n} steps timed out ({late / n:.1%}), "
+              f"mean step {mean * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="time steps driven per environment (50 ms each)")
     parser.add_argument("--repeat", type=int, default=200, help="calls per timing")
     parser.add_argument("--env", choices=["trackmania-full", "trackmania-lidar"], action="append")
+    parser.add_argument(
+        "--realtime", action="store_true", help="instead: the share of timed-out steps alone and beside a CPU hog per core"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TMRL_HOME", tempfile.mkdtemp(prefix="tmrl-bench-"))  # never touch the user's data
     warnings.simplefilter("ignore")  # rtgym warns on timed-out steps; they are counted and printed instead
     for env_name in args.env or ["trackmania-full", "trackmania-lidar"]:
-        bench_env(env_name, args.steps, args.repeat)
+        if args.realtime:
+            bench_realtime(env_name, args.steps)
+        else:
+            bench_env(env_name, args.steps, args.repeat)
 
 
 if __name__ == "__main__":

