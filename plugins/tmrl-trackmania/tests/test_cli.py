@@ -76,3 +76,12 @@ def test_check_environment_without_display_asks_for_out(run_tmrl):
     )
     assert result.returncode != 0
     assert "no display" in result.stderr and "--out" in result.stderr
+
+
+def test_simulator_without_a_display_or_with_a_wrong_track_says_what_to_do(run_tmrl):
+    result = run_tmrl("trackmania", "simulator", "--port", "0", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
+    assert result.returncode != 0 and "no display" in result.stderr and "Xvfb" in result.stderr, str(result)
+    assert "Traceback" not in result.stderr
+    result = run_tmrl("trackmania", "simulator", "--track", "monaco")
+    assert result.returncode != 0 and "unknown simulated track 'monaco'" in result.stderr, str(result)
+    assert "default, oval, tight" in result.stderr

@@ -152,3 +152,33 @@ def test_grabbing_from_many_short_threads_keeps_one_connection_per_live_thread(o
     finally:
         frames.close()
     assert frames.open_grabbers == 0
+
+
+def test_held_keys_survive_autorepeat_and_commit_real_releases():
+    """X repeats a held key as release/press pairs: a release counts only if no press of the key follows within the
+    delay, or if another key is pressed (X repeats only the last key)."""
+    from tmrl_trackmania.sim.window import HeldKeys
+
+    pending = {}
+
+    def schedule(ms, callback):
+        pending[len(pending)] = callback
+        return len(pending) - 1
+
+    keys = HeldKeys(schedule, lambda handle: pending.pop(handle, None))
+    keys.press("Up")
+    keys.release("Up")
+    keys.press("Up")  # the repeat: the pending release is cancelled
+    assert keys.controls() == (1.0, 0.0, 0.0) and not pending
+    keys.press("Left")
+    keys.release("Left")
+    assert keys.controls() == (1.0, 0.0, -1.0)  # not yet released
+    for callback in list(pending.values()):
+        callback()  # the delay passed without a press: a real release
+    assert keys.controls() == (1.0, 0.0, 0.0)
+    keys.press("Right")
+    keys.release("Up")
+    keys.press("Delete")  # another key: the pending release of Up is real at once
+    assert keys.controls() == (0.0, 0.0, 1.0)
+    keys.press("Left")
+    assert keys.controls()[2] == 0.0  # both steering keys cancel out
