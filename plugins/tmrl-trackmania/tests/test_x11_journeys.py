@@ -132,6 +132,8 @@ class ScriptedDriver(threading.Thread):
         keys.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_record_reward_from_key_presses_then_train_on_it(simulator, run_tmrl, tmrl_home, tmp_path, monkeypatch):
     """A player's journey: record the reference trajectory by driving (here, scripted key presses through XTest
     reach the window), then train with it."""
@@ -174,11 +176,11 @@ def test_record_reward_from_key_presses_then_train_on_it(simulator, run_tmrl, tm
     assert max(dist) < track.width / 2
 
     result = run_tmrl(
-        "run", "--env", "trackmania-lidar", "--algo", "sac", "--env-steps", "300", "--run-name", "recorded",
+        "run", "--env", "trackmania-lidar", "--algo", "sac", "--env-steps", "200", "--run-name", "recorded",
         *keyboard_sets(simulator, path),
-        "--set", "trackmania.ep_max_length=100", "--set", "training.start_training=100",
+        "--set", "trackmania.ep_max_length=100", "--set", "training.start_training=50",
         "--set", "training.batch_size=32", "--set", "training.steps_per_round=10",
-        env={**simulator.env(), "PYTHONWARNINGS": "ignore"}, timeout=300,
+        env={**simulator.env(), "PYTHONWARNINGS": "ignore"}, timeout=420,
     )
     assert result.returncode == 0, str(result)
     metrics = [json.loads(line) for line in (tmrl_home / "runs" / "recorded" / "metrics.jsonl").open()]
@@ -187,7 +189,8 @@ def test_record_reward_from_key_presses_then_train_on_it(simulator, run_tmrl, tm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env, algo", [("trackmania-lidar", "sac"), ("trackmania-full", "redqsac")])
+@pytest.mark.timeout(480)
+@pytest.mark.parametrize("env, algo", [("trackmania-lidar", "sac"), ("trackmania-full", "sac")])
 def test_tmrl_run_through_the_real_capture_and_keyboard(simulator, run_tmrl, tmrl_home, tmp_path, env, algo):
     timing = tmp_path / "timing.jsonl"
     result = run_tmrl(
@@ -196,7 +199,7 @@ def test_tmrl_run_through_the_real_capture_and_keyboard(simulator, run_tmrl, tmr
         "--set", "trackmania.ep_max_length=100", "--set", f"trackmania.timing_log={timing}",
         "--set", "training.start_training=100", "--set", "training.batch_size=32",
         "--set", "training.steps_per_round=10", "--set", "worker.test_episode_interval=1",
-        env={**simulator.env(), "PYTHONWARNINGS": "ignore"}, timeout=300,
+        env={**simulator.env(), "PYTHONWARNINGS": "ignore"}, timeout=420,
     )
     assert result.returncode == 0, str(result)
     entries = [json.loads(line) for line in timing.read_text().splitlines()]
