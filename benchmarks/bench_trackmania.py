@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200, help="calls per timing")
     parser.add_argument("--env", choices=["trackmania-full", "trackmania-lidar"], action="append")
     parser.add_argument(
-        "--realtime", action="store_true", help="instead: the share of timed-out steps alone and beside a CPU hog per core"
+        "--realtime",
+        action="store_true",
+        help="instead: the share of timed-out steps alone and beside a CPU hog per core",
     )
     args = parser.parse_args()
     os.environ.setdefault("TMRL_HOME", tempfile.mkdtemp(prefix="tmrl-bench-"))  # never touch the user's data

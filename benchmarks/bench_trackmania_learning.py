@@ -119,7 +119,8 @@ def main() -> int:
                 for steps, ret, progress, _ in r["curve"]:
                     p = "-" if progress is None else f"{progress:.2f}"
                     print(f"   {steps:9d} | {ret:11.1f} | {p}")
-                print(f"   first finished deterministic lap: {r['first_finish'] or 'not within the budget'}", flush=True)
+                first = r["first_finish"] or "not within the budget"
+                print(f"   first finished deterministic lap: {first}", flush=True)
     print("\nsummary: env steps to the first finished deterministic test lap")
     for r in results:
         print(f"  {r['algo']:8s} {r['track']:8s} seed {r['seed']}: {r['first_finish'] or 'not reached'} "
