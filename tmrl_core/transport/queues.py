@@ -170,4 +170,5 @@ def snapshot(buffer: Buffer) -> Buffer:
     copy.stat_train_return, copy.stat_test_return = buffer.stat_train_return, buffer.stat_test_return
     copy.stat_train_steps, copy.stat_test_steps = buffer.stat_train_steps, buffer.stat_test_steps
     copy.stat_train_timeouts = buffer.stat_train_timeouts
+    copy.stat_train_metrics, copy.stat_test_metrics = dict(buffer.stat_train_metrics), dict(buffer.stat_test_metrics)
     return copy
