@@ -284,8 +284,8 @@ class LocalServer(ServerEndpoint):
             self._register(peer)
             log.info("server: %s %s connected", role, name)
             self._read(peer)
-        except EOFError:
-            pass  # the peer hung up; _drop logs it
+        except (EOFError, ConnectionResetError):
+            pass  # the peer hung up (a reset is how a peer that exits mid-send hangs up); _drop logs it
         except (TransportError, CodecError, OSError) as exc:
             if not self._stopping.is_set():
                 log.warning("server: closing a connection: %s", exc)
