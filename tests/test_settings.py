@@ -124,6 +124,9 @@ def test_reserved_env_vars_are_not_settings(tmrl_home: Path) -> None:
         "TMRL_DEBUG": "1",
         "TMRL_DISABLE_PLUGINS": "x",
         "TMRL_DISABLE_THIRD_PARTY_PLUGINS": "1",
+        "TMRL_ONLY_PLUGINS": "sac",
+        "TMRL_REQUIRE_DISPLAY": "1",  # .ci/run sets it around the whole suite
+        "TMRL_TEST_WHEELS": "1",
         "UNRELATED": "1",
     }
     assert load_settings(environ=environ).model_dump() == Settings().model_dump()

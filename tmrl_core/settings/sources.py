@@ -32,6 +32,9 @@ RESERVED_ENV_VARS: set[str] = {
     "TMRL_DISABLE_PLUGINS",
     "TMRL_DISABLE_THIRD_PARTY_PLUGINS",
     "TMRL_ONLY_PLUGINS",
+    # switches of the test harness (.ci/run, nox), set around processes that also load settings
+    "TMRL_REQUIRE_DISPLAY",
+    "TMRL_TEST_WHEELS",
 }
 
 
