@@ -43,17 +43,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def sac_batch(device: str, b: int = 256) -> tuple[torch.Tensor, ...]:
-    gen = torch.Generator().manual_seed(0)
-    cpu = (
-        torch.randn(b, 3, generator=gen),
-        torch.rand(b, 1, generator=gen) * 4 - 2,
-        torch.randn(b, generator=gen),
-        torch.randn(b, 3, generator=gen),
-        torch.zeros(b),
-        torch.zeros(b),
-    )
-    return tuple(t.to(device) for t in cpu)
+# the same pendulum-shaped batch as the FLOP benchmark's
+from bench_redq_flops import make_batch as sac_batch  # noqa: E402
 
 
 def sac_agent(device: str) -> Any:
