@@ -40,17 +40,17 @@ SAC("MlpPolicy", Mark(gymnasium.make("Pendulum-v1")), batch_size=256, policy_kwa
 
 
 def time_to_line(cmd: list[str], marker: str | None, env: dict[str, str], timeout: float = 120.0) -> float:
-    """Seconds from starting ``cmd`` to a stderr line containing ``marker`` (None: to its exit)."""
+    """Seconds from starting ``cmd`` to an output line containing ``marker`` (None: to its exit)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True, text=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True
     )
     try:
         if marker is None:
             proc.wait(timeout)
             return time.perf_counter() - start
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the live display prints worker logs on stdout, so both streams are read
             if marker in line:
                 return time.perf_counter() - start
             if time.perf_counter() - start > timeout:
