@@ -8,6 +8,9 @@ trainer never needs a live environment.
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -15,7 +18,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 from pydantic import Field
-from rtgym import DEFAULT_CONFIG_DICT, DummyRCDrone, RealTimeGymInterface
+from rtgym import DEFAULT_CONFIG_DICT, RealTimeGymInterface
 
 from tmrl_core.errors import ConfigError
 from tmrl_core.settings.rtgym import ActBufLen, EpMaxLength, RtgymTiming
@@ -142,15 +145,99 @@ class RcDroneSettings(RtgymTiming):
     reset_act_buf: bool = Field(False, description="Fill the action buffer with default actions at every reset.")
 
 
-class DummyRCDroneInterface(RealTimeGymInterface):
-    """rtgym interface of rtgym's ``DummyRCDrone``: reach a random target.
+class RcDrone:
+    """The dummy RC drone of rtgym's tutorial, with the same physics and delays, as a simulation that can stop.
 
-    Observations are the drone's (delayed) position and the target; actions are velocities; the reward is minus the
-    distance to the target, and the episode terminates within 1 cm of it. The drone starts on the first reset.
+    The position integrates the velocity every ``control_sleep`` s inside a box of +-``world_size``; a velocity
+    command and a position reading each arrive 20-50 ms after they were sent, the newest sent winning over a late
+    older one. rtgym's own ``DummyRCDrone`` loops forever and starts one thread per message: every drone ever built
+    kept waking 100 times a second until the process ended (a test session builds dozens of them, and each one took
+    CPU and the GIL from every test after it). This one runs one thread, which :meth:`stop` ends.
     """
 
-    def __init__(self, seed: int | None = None) -> None:
-        self.rc_drone: DummyRCDrone | None = None
+    def __init__(
+        self, max_vel: float = 2.0, world_size: float = 1.0, control_sleep: float = 0.01,
+        delay: tuple[float, float] = (0.02, 0.05),
+    ) -> None:  # fmt: skip
+        self.max_vel, self.world_size, self.control_sleep, self.delay = max_vel, world_size, control_sleep, delay
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._pos = (0.0, 0.0)  # the true position, known only to the simulation
+        self._vel = (0.0, 0.0)
+        self._vel_sent_at = self._obs_sent_at = time.monotonic()
+        self._obs = (0.0, 0.0)  # the last position reading that arrived
+        # messages on their way: (arrival time, sending time, value)
+        self._controls: list[tuple[float, float, tuple[float, float]]] = []
+        self._readings: list[tuple[float, float, tuple[float, float]]] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tmrl-rc-drone", daemon=True)
+        self._thread.start()
+
+    def send_control(self, vel_x: float, vel_y: float) -> None:
+        norm = float(np.hypot(vel_x, vel_y))
+        if norm > self.max_vel:
+            vel_x, vel_y = vel_x * self.max_vel / norm, vel_y * self.max_vel / norm
+        now = time.monotonic()
+        with self._lock:
+            self._controls.append((now + self._rng.uniform(*self.delay), now, (vel_x, vel_y)))
+
+    def get_observation(self) -> tuple[float, float]:
+        with self._lock:
+            self._deliver(time.monotonic())
+            return self._obs
+
+    def stop(self) -> None:
+        """End the simulation (idempotent); the drone stays where it is."""
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _deliver(self, now: float) -> None:
+        """Apply every message that has arrived by ``now`` (caller holds the lock)."""
+        self._controls, arrived = _arrived(self._controls, now)
+        for sent, vel in arrived:
+            if sent > self._vel_sent_at:
+                self._vel_sent_at, self._vel = sent, vel
+        self._readings, arrived = _arrived(self._readings, now)
+        for sent, pos in arrived:
+            if sent > self._obs_sent_at:
+                self._obs_sent_at, self._obs = sent, pos
+
+    def _run(self) -> None:
+        limit = self.world_size
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            with self._lock:
+                self._deliver(now)
+                self._readings.append((now + self._rng.uniform(*self.delay), now, self._pos))
+                (x, y), (vx, vy) = self._pos, self._vel
+                self._pos = (
+                    min(max(x + vx * self.control_sleep, -limit), limit),
+                    min(max(y + vy * self.control_sleep, -limit), limit),
+                )
+            self._stopped.wait(self.control_sleep)
+
+
+def _arrived(messages: list[tuple[float, float, Any]], now: float) -> tuple[list[Any], list[tuple[float, Any]]]:
+    """(the messages still on their way at ``now``, (sending time, value) of those that have arrived)."""
+    return [m for m in messages if m[0] > now], [(sent, value) for arrival, sent, value in messages if arrival <= now]
+
+
+class DummyRCDroneInterface(RealTimeGymInterface):
+    """rtgym interface of the dummy RC drone (:class:`RcDrone`): reach a random target.
+
+    Observations are the drone's (delayed) position and the target; actions are velocities; the reward is minus the
+    distance to the target, and the episode terminates within 1 cm of it. The drone starts on the first reset; each
+    drone started is appended to ``drones`` (when given), so that whoever owns the env can stop it.
+    """
+
+    def __init__(self, seed: int | None = None, drones: list[RcDrone] | None = None) -> None:
+        self.rc_drone: RcDrone | None = None
+        self.drones = drones if drones is not None else []
         self.target = np.zeros(2, dtype=np.float32)
         self.rng = np.random.default_rng(seed)
 
@@ -171,7 +258,8 @@ class DummyRCDroneInterface(RealTimeGymInterface):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         if self.rc_drone is None:
-            self.rc_drone = DummyRCDrone()
+            self.rc_drone = RcDrone()
+            self.drones.append(self.rc_drone)
         self.target[:] = self.rng.uniform(-0.5, 0.5, size=2)
         return self._observation(), {}
 
@@ -211,22 +299,37 @@ def drone_action_space() -> spaces.Box:
     return spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
 
 
-def rc_drone_config(settings: RcDroneSettings | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The rtgym configuration dictionary of the dummy RC drone."""
+def rc_drone_config(
+    settings: RcDroneSettings | None = None, seed: int | None = None, drones: list[RcDrone] | None = None
+) -> dict[str, Any]:
+    """The rtgym configuration dictionary of the dummy RC drone (the drone it starts is appended to ``drones``)."""
     s = settings or RcDroneSettings()
     config = dict(DEFAULT_CONFIG_DICT)
     config.update(
         interface=DummyRCDroneInterface,
-        interface_kwargs={"seed": seed},
+        interface_kwargs={"seed": seed, "drones": drones},
         reset_act_buf=s.reset_act_buf,
         **s.rtgym_timing(),
     )
     return config
 
 
-def make_rc_drone(settings: RcDroneSettings | None = None, *, seed: int | None = None, **_: Any) -> GenericGymEnv:
+class RcDroneEnv(GenericGymEnv):
+    """The dummy RC drone as an rtgym environment (``real-time-gym-ts-v1``); :meth:`close` stops the drone."""
+
+    def __init__(self, settings: RcDroneSettings | None = None, seed: int | None = None) -> None:
+        self.drones: list[RcDrone] = []
+        super().__init__(id="real-time-gym-ts-v1", gym_kwargs={"config": rc_drone_config(settings, seed, self.drones)})
+
+    def close(self) -> None:
+        for drone in self.drones:
+            drone.stop()
+        super().close()
+
+
+def make_rc_drone(settings: RcDroneSettings | None = None, *, seed: int | None = None, **_: Any) -> RcDroneEnv:
     """The dummy RC drone as an rtgym environment (``real-time-gym-ts-v1``)."""
-    return GenericGymEnv(id="real-time-gym-ts-v1", gym_kwargs={"config": rc_drone_config(settings, seed)})
+    return RcDroneEnv(settings, seed)
 
 
 def rc_drone_spaces(settings: RcDroneSettings | None = None) -> tuple[spaces.Space, spaces.Space]:
