@@ -228,6 +228,10 @@ class AgentContract:
             batch_size=self.learning_batch_size,
             eval_interval=self.learning_eval_interval,
             eval_episodes=3,
+            threshold=self.learning_threshold,
+            # the check is "reaches it within learning_steps": the steps after the first evaluation that does would
+            # prove nothing more (on a shared 2-core machine they were most of the suite's learning time)
+            stop_at_threshold=True,
             seed=self.learning_seed,
         )
-        assert result.best_return > self.learning_threshold, result.evaluations
+        assert result.best_return >= self.learning_threshold, result.evaluations
