@@ -140,6 +140,29 @@ def test_an_agent_train_error_names_the_plugin(run_tmrl, tmrl_home: Path) -> Non
     assert "error in agent 'boom'" in (tmrl_home / "runs" / "faulty-env-boom" / "run.log").read_text()
 
 
+@pytest.mark.slow
+def test_an_actor_that_cannot_be_built_stops_the_warm_up_and_names_the_plugin(run_tmrl, tmrl_home: Path) -> None:
+    """The worker builds its actor in a thread during the warm-up: a build that fails ends the worker at the next
+    warm-up step or test episode (a warm-up of a million steps is not waited for), blamed on the plugin like any
+    other error."""
+    record = tmrl_home / "faulty-env.jsonl"
+    result = run_tmrl(
+        "run", "--env", "faulty-env", "--algo", "boom-actor", *FAST, "--set", f"faulty_env.record={record}",
+        "--set", "training.random_steps=1000000", "--set", "training.start_training=1000000",
+        "--env-steps", "2000000", env=with_faulty_plugin(), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    expected = "error in agent 'boom-actor' from plugin tmrl-faulty: RuntimeError: the boom actor cannot be built"
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error_lines == [f"Error: worker-0 failed: {expected}"], result
+    assert "Internal error" not in result.stderr and "please report" not in result.stderr, result
+    log = (tmrl_home / "runs" / "faulty-env-boom-actor" / "run.log").read_text()
+    assert expected in log and "tmrl_faulty/agent.py" in log and "Traceback" in log
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert lines[0]["event"] == "first_step" and lines[-1]["event"] == "close", lines
+    assert 0 < lines[-1]["total_steps"] < 1_000_000, lines  # stopped during the warm-up
+
+
 def run_in_terminal(args: list[str], env: dict[str, str], *, columns: int = 120, rows: int = 60, timeout: float = 300):
     """Run ``args`` on a real pseudo-terminal of ``columns`` x ``rows``; returns (exit status, the screen's lines as
     a terminal emulator shows them at the end)."""
@@ -216,6 +239,28 @@ def test_a_failing_worker_is_the_last_thing_on_the_screen(tmrl_home: Path) -> No
     assert all("│" not in line for line in lines[summary_at:]), text
     log = (tmrl_home / "runs" / "faulty-env-sac" / "run.log").read_text()
     assert "RuntimeError: the faulty env broke at step 151" in log
+
+
+# -- start-up ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_first_env_step_does_not_wait_for_torch(run_tmrl, tmrl_home: Path) -> None:
+    """`tmrl run`'s worker process takes its first (warm-up) env step before torch or the actor's plugin is imported:
+    they load in a thread meanwhile (docs/benchmarks.md, start-up). The run then trains as usual."""
+    record = tmrl_home / "faulty-env.jsonl"
+    result = run_tmrl(
+        "run", "--env", "faulty-env", "--env-steps", "300", *FAST, "--set", f"faulty_env.record={record}",
+        env=with_faulty_plugin(), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    first = json.loads(record.read_text().splitlines()[0])
+    assert first == {
+        "event": "first_step",
+        "loaded": {"torch": False, "gymnasium": True, "tmrl_core.agents": False, "tmrl_sac.agent": False},
+    }
+    record_ = last_metrics(tmrl_home, "faulty-env-sac")
+    assert 300 <= record_["env_steps"] < 300 + 30 and record_["training_steps"] > 0, record_
 
 
 # -- real-time warnings ------------------------------------------------------------------------------------------

@@ -288,14 +288,22 @@ def _call_with_options(factory: Callable[..., Any], what: str, options: Mapping[
         raise
 
 
-def seed_everything(seed: int | None) -> None:
-    """Seed Python's, numpy's and torch's global generators (``run.seed``; None leaves them random)."""
+def seed_everything(seed: int | None, *, torch: bool = True) -> None:
+    """Seed Python's, numpy's and (unless ``torch=False``) torch's global generators (``run.seed``; None leaves them
+    random)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if torch:
+        _seed_torch(seed)
+
+
+def _seed_torch(seed: int | None) -> None:
     if seed is None:
         return
     import torch
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -439,15 +447,30 @@ def build_worker(
     transport: Any = None,
     save_weights: bool = True,
     model_path: str | Path | None = None,
+    before_actor: Callable[[], None] | None = None,
 ) -> Any:
-    """A rollout worker of the pipeline (seeded ``run.seed + index`` when the run has a seed)."""
+    """A rollout worker of the pipeline (seeded ``run.seed + index`` when the run has a seed).
+
+    With ``before_actor`` (a worker process's torch set-up), the actor is built in a thread during the warm-up
+    (see ``RolloutWorker(actor_in_background=True)``): ``before_actor()`` runs there first, then the actor's plugin
+    is imported and the actor built."""
     from tmrl_core.worker import RolloutWorker
 
     seed = p.settings.run.seed
+    actor_factory: Callable[..., Any]
+    if before_actor is None:
+        actor_factory = p.actor_factory()
+    else:
+
+        def actor_factory(**spaces: Any) -> Any:
+            before_actor()
+            return p.actor_factory()(**spaces)
+
     return RolloutWorker(
         random_steps=0 if standalone else warm_up_share(p.settings),
+        actor_in_background=before_actor is not None,
         env_cls=p.env_factory(),
-        actor_module_cls=p.actor_factory(),
+        actor_module_cls=actor_factory,
         sample_compressor=p.compressor(),
         standalone=standalone,
         expert=expert,
@@ -564,9 +587,6 @@ def worker_process_main(stdin: Any = None) -> int:
     logging.basicConfig(
         level=spec.get("log_level", "WARNING"), format=f"[worker-{spec['index']}] %(levelname)s %(name)s: %(message)s"
     )
-    import torch
-
-    torch.set_num_threads(1)  # a policy's forward pass on one observation gains nothing from more
     worker = None
     p: Pipeline | None = None
     index = int(spec["index"])
@@ -574,11 +594,21 @@ def worker_process_main(stdin: Any = None) -> int:
         settings = Settings(**spec["settings"])
         p = prepare(spec["env"], spec["algo"], settings=settings, parts=("worker",))
         seed = settings.run.seed
-        seed_everything(None if seed is None else seed + 1000 * index + 1)
-        worker = build_worker(p, index=index, save_weights=False)
+        seed = None if seed is None else seed + 1000 * index + 1
+        seed_everything(seed, torch=False)
+
+        def torch_set_up() -> None:
+            # torch is imported here, in the thread that builds the actor during the warm-up (nothing else in this
+            # process uses torch's generator, so seeding it here is as exact as before)
+            import torch
+
+            torch.set_num_threads(1)  # a policy's forward pass on one observation gains nothing from more
+            _seed_torch(seed)
+
+        worker = build_worker(p, index=index, save_weights=False, before_actor=torch_set_up)
         run_worker(p, worker)
     except KeyboardInterrupt:
-        return 0
+        pass
     except Exception as exc:  # noqa: BLE001 - every error becomes the report the parent shows
         _report_failure(index, exc, p)
         return 1
@@ -588,6 +618,9 @@ def worker_process_main(stdin: Any = None) -> int:
                 worker.close()
             except KeyboardInterrupt:
                 pass
+            except Exception as exc:  # noqa: BLE001 - an actor that failed to build after the loop ended
+                _report_failure(index, exc, p)
+                return 1
     return 0
 
 

@@ -22,18 +22,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tmrl_core.agents import ActorModule, TorchActorModule
 from tmrl_core.buffer import Buffer
-from tmrl_core.checkpoint import load_weights, save_weights
 from tmrl_core.compression import CrcRecorder
 from tmrl_core.devices import resolve_device
 from tmrl_core.envs import carried_action_buffer, is_realtime, reset_action, restore_action_buffer
@@ -42,6 +42,12 @@ from tmrl_core.paths import subdir
 from tmrl_core.settings import Settings, settings_or_load
 from tmrl_core.transport.base import Transport
 from tmrl_core.transport.factory import make_transport
+
+if TYPE_CHECKING:
+    from tmrl_core.agents import ActorModule
+
+# torch (through tmrl_core.agents and tmrl_core.checkpoint) is imported when the actor is built, not with this module:
+# a worker process can then take its warm-up's first steps while torch loads (see _ActorBuild)
 
 log = logging.getLogger("tmrl.worker")
 
@@ -81,6 +87,63 @@ class _TimeoutCounter:
 
 
 _timeouts = _TimeoutCounter()
+
+
+def _is_torch_actor(actor: Any) -> bool:
+    # an actor can only be a TorchActorModule once tmrl_core.agents (and torch) is imported: no need to import it
+    agents = sys.modules.get("tmrl_core.agents")
+    return agents is not None and isinstance(actor, agents.TorchActorModule)
+
+
+class _ActorBuild:
+    """Builds a worker's actor, at once or in a thread.
+
+    In a thread, the worker's warm-up (uniform random actions, no actor needed) steps the environment while the
+    actor's plugin, torch and any weights file load: a worker process's first env step then waits for neither.
+    :meth:`wait` joins the thread the first time the actor is needed and raises what the build raised, with its
+    traceback (so that the error is still blamed on the plugin whose code raised it); :attr:`failed` is cheap
+    enough to check at every step, so a failed build stops the warm-up at the next step.
+    """
+
+    def __init__(self, build: Callable[[], Any], background: bool) -> None:
+        self._build: Callable[[], Any] | None = build
+        self.actor: Any = None
+        self.error: BaseException | None = None
+        #: whether :attr:`error` was raised to the caller (close() raises it only if it never was)
+        self.raised = False
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="tmrl-actor-build", daemon=True)
+            self._thread.start()
+        else:
+            self.actor = build()
+            self._build = None
+
+    def _run(self) -> None:
+        assert self._build is not None
+        try:
+            self.actor = self._build()
+        except BaseException as exc:  # noqa: BLE001 - raised in the worker's thread by wait()
+            self.error = exc
+        finally:
+            self._build = None  # drop the closure (and what it holds) once done
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> Any:
+        """The actor, once built; raises the build's exception."""
+        self.join()
+        if self.error is not None:
+            self.raised = True
+            raise self.error
+        return self.actor
 
 
 class _Stopped(Exception):
@@ -129,6 +192,11 @@ class RolloutWorker:
             (default: its class).
         random_steps: warm-up: the first this many collected env steps take uniform random actions from the action
             space instead of the policy's (default: ``training.random_steps``, None counting as 0).
+        actor_in_background: with a warm-up, build the actor (and load ``model_path``) in a thread while the
+            warm-up's first steps run; the first use of the actor waits for it, and a failed build is raised at the
+            next step. ``tmrl run``'s worker processes do this, so that their first env step does not wait for
+            torch. Off by default: the build then draws from torch's global generator at the same time as this
+            thread, which only a process that does nothing else with torch meanwhile can keep exact.
     """
 
     def __init__(
@@ -158,11 +226,13 @@ class RolloutWorker:
         save_weights: bool = True,
         actor_origin: str | None = None,
         random_steps: int | None = None,
+        actor_in_background: bool = False,
     ) -> None:
         self.settings = settings = settings_or_load(settings)
         ws = settings.worker
         self.run_name = settings.run.name
-        self.device = resolve_device(device or ws.device)
+        self._device_setting = device or ws.device
+        self._device: str | None = None  # resolved with the actor: "auto" needs torch
         self.verbose = verbose
         self.expert = ws.expert if expert is None else bool(expert)
         self.standalone = standalone
@@ -184,9 +254,6 @@ class RolloutWorker:
 
         self.env = env_cls()
         self.realtime = is_realtime(self.env)
-        self.actor = actor_module_cls(observation_space=self.env.observation_space, action_space=self.env.action_space)
-        if isinstance(self.actor, TorchActorModule):
-            self.actor = self.actor.to(self.device)
         # rtgym's action buffer as the last recorded episode left it, and whether an unrecorded episode ran since
         # (see carried_action_buffer: recorded episodes must follow each other as if nothing ran in between)
         self._recorded_act_buf: list[np.ndarray] | None = None
@@ -197,9 +264,12 @@ class RolloutWorker:
             self.env.action_space.seed(self._seed)
         self._act_shape = getattr(self.env.action_space, "shape", None)
         self._act_dtype = getattr(self.env.action_space, "dtype", None)
-        if self.model_path.is_file():
-            self._load_weights(self._read_weights_file(self.model_path))
-            log.info("worker: loaded weights from %s", self.model_path)
+        self._actor: Any = None
+        self._torch_actor = False
+        self._actor_build = _ActorBuild(
+            partial(self._build_actor, actor_module_cls, self.env.observation_space, self.env.action_space),
+            background=actor_in_background and self.random_steps_left > 0,
+        )
 
         self.buffer = Buffer(maxlen=ws.buffers_maxlen)
         self._crc = None
@@ -226,16 +296,58 @@ class RolloutWorker:
             )
             self.endpoint = transport.worker(name)
 
+    # -- the actor --------------------------------------------------------------------------------------------------
+    def _build_actor(
+        self, actor_module_cls: Callable[..., ActorModule], observation_space: Any, action_space: Any
+    ) -> Any:
+        """Build the actor, move it to the device and load ``model_path`` if present (maybe in a thread)."""
+        device = resolve_device(self._device_setting)
+        actor = actor_module_cls(observation_space=observation_space, action_space=action_space)
+        if _is_torch_actor(actor):
+            actor = actor.to(device)
+        self._device = device
+        if self.model_path.is_file():
+            self._load_weights(self._read_weights_file(self.model_path), actor)
+            log.info("worker: loaded weights from %s", self.model_path)
+        return actor
+
+    def _actor_ready(self) -> Any:
+        if self._actor is None:
+            actor = self._actor_build.wait()
+            self._actor, self._torch_actor = actor, _is_torch_actor(actor)
+        return self._actor
+
+    @property
+    def actor(self) -> Any:
+        """The policy (an :class:`~tmrl_core.agents.ActorModule`); waits for it while it is built in a thread."""
+        return self._actor_ready()
+
+    @actor.setter
+    def actor(self, actor: Any) -> None:
+        self._actor_ready()  # a build in progress must not overwrite it later
+        self._actor, self._torch_actor = actor, _is_torch_actor(actor)
+
+    @property
+    def device(self) -> str:
+        """The inference device (``worker.device``, "auto" resolved when the actor is built)."""
+        if self._device is None:
+            self._actor_ready()
+        assert self._device is not None
+        return self._device
+
     # -- weights ---------------------------------------------------------------------------------------------------
     @staticmethod
     def _read_weights_file(path: Path) -> dict[str, Any]:
+        from tmrl_core.checkpoint import load_weights
+
         return load_weights(path)
 
-    def _load_weights(self, weights: Any) -> None:
-        if not isinstance(self.actor, TorchActorModule) and not hasattr(self.actor, "load_state_dict"):
-            raise CheckpointError(f"{type(self.actor).__name__} cannot load weights (it has no load_state_dict)")
+    def _load_weights(self, weights: Any, actor: Any = None) -> None:
+        actor = self.actor if actor is None else actor
+        if not _is_torch_actor(actor) and not hasattr(actor, "load_state_dict"):
+            raise CheckpointError(f"{type(actor).__name__} cannot load weights (it has no load_state_dict)")
         try:
-            self.actor.load_state_dict(weights)
+            actor.load_state_dict(weights)
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(
                 f"the weights do not fit this actor: {exc}",
@@ -268,6 +380,8 @@ class RolloutWorker:
 
     @staticmethod
     def _save(path: Path, weights: Any) -> None:
+        from tmrl_core.checkpoint import save_weights
+
         try:
             save_weights(path, weights)
         except OSError as exc:  # a full disk must not stop acting
@@ -276,13 +390,14 @@ class RolloutWorker:
     # -- acting ----------------------------------------------------------------------------------------------------
     def act(self, obs: Any, test: bool = False) -> np.ndarray:
         """The actor's action for one observation, shaped like the action space."""
-        if isinstance(self.actor, TorchActorModule):
-            action = self.actor.act_(obs, test=test)
+        actor = self._actor if self._actor is not None else self._actor_ready()
+        if self._torch_actor:
+            action = actor.act_(obs, test=test)
         else:
-            action = np.asarray(self.actor.act(obs, test=test))
+            action = np.asarray(actor.act(obs, test=test))
         if self._act_shape is not None and action.shape != self._act_shape:
             # reshaping would guess (a squeezed action, a flattened one, a wrong one of the right size): refuse
-            origin = self.actor_origin or f"actor {type(self.actor).__module__}.{type(self.actor).__qualname__}"
+            origin = self.actor_origin or f"actor {type(actor).__module__}.{type(actor).__qualname__}"
             raise ActionShapeError(
                 f"{origin} returned an action of shape {action.shape}; the action space {self.env.action_space}"
                 f" expects {self._act_shape}",
@@ -324,6 +439,8 @@ class RolloutWorker:
     ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """One environment step with the actor's action for ``obs``; ``last_step`` forces truncation."""
         if collect_samples and not test and self.random_steps_left > 0:
+            if self._actor_build.failed:
+                self._actor_build.wait()  # raises: a worker whose actor cannot be built stops now, not after warm-up
             self.random_steps_left -= 1
             act = np.asarray(self.env.action_space.sample())
         else:
@@ -515,7 +632,8 @@ class RolloutWorker:
             self._loop_done.wait(wait)
 
     def close(self) -> None:
-        """Disconnect and close the environment."""
+        """Disconnect and close the environment; raises the actor build's exception if it was never raised (the
+        loop ended before it needed the actor)."""
         self._stop.set()
         if self.endpoint is not None:
             self.endpoint.close()
@@ -524,3 +642,7 @@ class RolloutWorker:
             self.env.close()
         except Exception as exc:  # noqa: BLE001 - closing must not hide the reason we are closing
             log.debug("worker: env.close() failed: %s", exc)
+        # a build still running would be torn down with the interpreter (torch mid-import can abort the process)
+        self._actor_build.join()
+        if self._actor_build.failed and not self._actor_build.raised:
+            self._actor_build.wait()

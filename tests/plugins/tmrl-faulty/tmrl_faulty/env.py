@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any, Literal
 
 import gymnasium
@@ -15,6 +17,9 @@ class FaultyEnvSettings(BaseModel):
     fail: Literal["none", "factory", "step"] = Field("none", description="Where to raise.")
     fail_after: int = Field(0, ge=0, description="Steps (over all episodes) before step() raises.")
     episode_steps: int = Field(30, ge=1, description="Episodes are truncated after this many steps.")
+    record: str | None = Field(
+        None, description="A file to append JSON lines to: the modules loaded at the first step, the steps at close."
+    )
 
 
 class NeedsKeySettings(BaseModel):
@@ -29,6 +34,13 @@ def faulty_spaces(settings: Any = None) -> tuple[gymnasium.spaces.Box, gymnasium
         gymnasium.spaces.Box(-10.0, 10.0, shape=(1,), dtype=np.float32),
         gymnasium.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32),
     )
+
+
+def _imported(name: str) -> bool:
+    """Whether module ``name`` is imported; one is in sys.modules from the start of its import, which counts only
+    once finished (the worker imports torch in a thread while it takes its first steps)."""
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 class FaultyEnv(gymnasium.Env):
@@ -51,9 +63,22 @@ class FaultyEnv(gymnasium.Env):
         self.total_steps += 1
         if getattr(s, "fail", "none") == "step" and self.total_steps > s.fail_after:
             raise RuntimeError(f"the faulty env broke at step {self.total_steps}")
+        if self.total_steps == 1:
+            # what the worker process had loaded when it took its first step (its start-up must not wait for torch)
+            loaded = {name: _imported(name) for name in ("torch", "gymnasium", "tmrl_core.agents", "tmrl_sac.agent")}
+            self._record({"event": "first_step", "loaded": loaded})
         self.position += 0.1 * float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
         obs = np.array([self.position], dtype=np.float32)
         return obs, -abs(self.position), False, self.steps >= s.episode_steps, {}
+
+    def close(self) -> None:
+        self._record({"event": "close", "total_steps": self.total_steps})
+
+    def _record(self, line: dict[str, Any]) -> None:
+        path = getattr(self.settings, "record", None)
+        if path:
+            with open(path, "a", encoding="utf-8") as file:
+                file.write(json.dumps(line) + "\n")
 
 
 def make_faulty_env(settings: Any = None) -> FaultyEnv:

@@ -41,3 +41,13 @@ def tmrl_register_agents(register: Callable[[AgentSpec], None]) -> None:
             description="SAC whose train() raises RuntimeError('boom').",
         )
     )
+    register(
+        AgentSpec(
+            name="boom-actor",
+            factory="tmrl_sac:SacAgent",
+            actor="tmrl_faulty.agent:BoomActor",
+            settings="tmrl_sac:SacSettings",
+            settings_section="sac",
+            description="SAC whose actor raises RuntimeError when the workers build it.",
+        )
+    )
