@@ -1,8 +1,11 @@
 """``training.random_steps``: the workers' warm-up of uniform random actions (Stable-Baselines3's learning_starts),
-on a real gymnasium environment, and its per-env default resolved by the pipeline."""
+on a real gymnasium environment, and its per-env default resolved by the pipeline; the actor built in a thread
+during the warm-up (``actor_in_background``, what ``tmrl run``'s worker processes do)."""
 
 from __future__ import annotations
 
+import threading
+import traceback
 from functools import partial
 from typing import Any
 
@@ -22,10 +25,13 @@ class ConstantActor(ActorModule):
         return np.full(self.action_space.shape, 0.5, dtype=np.float32)
 
 
-def worker(random_steps: int | None, seed: int = 3, **settings: Any) -> RolloutWorker:
+def worker(
+    random_steps: int | None, seed: int = 3, actor: Any = ConstantActor, background: bool = False, **settings: Any
+) -> RolloutWorker:
     return RolloutWorker(
         env_cls=partial(make_pendulum, None),
-        actor_module_cls=ConstantActor,
+        actor_module_cls=actor,
+        actor_in_background=background,
         standalone=True,
         settings=Settings(**settings),
         seed=seed,
@@ -107,3 +113,85 @@ def test_workers_share_the_warm_up(tmrl_home, workers: int, expected: int) -> No
 
     p = prepare("pendulum", "sac", sets=["training.random_steps=100", f"worker.count={workers}"])
     assert warm_up_share(p.settings) == expected
+
+
+# -- the actor built during the warm-up ---------------------------------------------------------------------------
+
+
+class GatedActor:
+    """Builds a ConstantActor once ``gate`` is set (or raises ``error`` then): the test decides when the build ends."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.error = error
+
+    def __call__(self, **spaces: Any) -> ConstantActor:
+        self.started.set()
+        assert self.gate.wait(60)
+        if self.error is not None:
+            raise self.error
+        return ConstantActor(**spaces)
+
+
+def test_the_warm_up_steps_while_the_actor_is_built_and_records_the_same_actions(tmrl_home) -> None:
+    gated = GatedActor()
+    w = worker(50, seed=11, actor=gated, background=True)
+    plain = worker(50, seed=11)
+    try:
+        assert gated.started.wait(30)
+        w.collect_train_episode(max_samples_per_episode=40)  # 40 warm-up steps while the build waits at its gate
+        assert w.env_steps == 40 and not gated.gate.is_set()
+        gated.gate.set()
+        w.collect_train_episode(max_samples_per_episode=40)  # 10 more, then the policy: waits for the build
+        actions = np.stack([np.asarray(sample[0]) for sample in w.buffer.memory])
+        w.buffer.clear()
+        expected = recorded_actions(plain, 1)[:80]  # its episodes are longer: the actions do not depend on that
+    finally:
+        w.close()
+        plain.close()
+    # the buffer held both episodes (reset samples included): the warm-up is seeded as when built at once
+    steps = np.concatenate([actions[1:41], actions[42:]])
+    assert steps.shape == expected.shape == (80, 1) and np.array_equal(steps, expected)
+    assert np.all(steps[50:] == 0.5) and np.count_nonzero(steps[:50] == 0.5) <= 1
+    assert w.device == "cpu"
+
+
+def test_a_failed_build_stops_the_warm_up_at_the_next_step_with_its_traceback(tmrl_home) -> None:
+    gated = GatedActor(ValueError("no such layer"))
+    w = worker(1000, actor=gated, background=True)
+    try:
+        w.collect_train_episode(max_samples_per_episode=5)
+        gated.gate.set()
+        w._actor_build.join()  # the build has failed: the very next warm-up step raises it
+        with pytest.raises(ValueError, match="no such layer") as raised:
+            w.collect_train_episode(max_samples_per_episode=5)
+        assert w.env_steps == 5
+        frames = [frame.name for frame in traceback.extract_tb(raised.value.__traceback__)]
+        assert "__call__" in frames  # the build's own frames: blame() finds the plugin whose code raised
+        with pytest.raises(ValueError):
+            _ = w.actor
+    finally:
+        w.close()  # raised already: not again
+
+
+def test_close_raises_a_failed_build_that_nothing_waited_for(tmrl_home) -> None:
+    gated = GatedActor(RuntimeError("late failure"))
+    w = worker(1000, actor=gated, background=True)
+    w.collect_train_episode(max_samples_per_episode=5)
+    gated.gate.set()
+    with pytest.raises(RuntimeError, match="late failure"):
+        w.close()
+
+
+def test_without_a_warm_up_the_actor_is_built_at_once(tmrl_home) -> None:
+    def broken(**spaces: Any) -> ConstantActor:
+        raise RuntimeError("broken actor")
+
+    with pytest.raises(RuntimeError, match="broken actor"):
+        worker(0, actor=broken, background=True)
+    w = worker(0, background=True)
+    try:
+        assert w._actor_build._thread is None and isinstance(w._actor_build.actor, ConstantActor)
+    finally:
+        w.close()

@@ -155,10 +155,13 @@ def worker(
         "server": {"transport": transport, "host": host, "port": port},
     }
     p = prepare(env, algo, overrides=overrides, sets=sets, parts=("worker",))
-    import torch
 
-    torch.set_num_threads(1)  # one observation per forward pass: more threads only take cores from a local trainer
-    part = build_worker(p, index=index, expert=expert or None)
+    def torch_set_up() -> None:  # in the thread that builds the actor during the warm-up (see build_worker)
+        import torch
+
+        torch.set_num_threads(1)  # one observation per forward pass: more threads only take cores from a local trainer
+
+    part = build_worker(p, index=index, expert=expert or None, before_actor=torch_set_up)
     typer.echo(
         f"worker-{index} of run {p.settings.run.name} ({env}, {algo}) -> server {p.settings.server.host}:"
         f"{p.settings.server.port} ({p.settings.server.transport}); Ctrl-C stops it",
