@@ -180,7 +180,7 @@ def test_run_warns_about_a_refused_third_party_name_and_uses_the_core_one(
 @pytest.mark.slow
 def test_rc_drone_runs_and_ends_by_itself(run_tmrl, tmrl_home: Path, no_leftovers) -> None:
     result = run_tmrl(
-        "run", "--env", "rc-drone", "--algo", "sac", "--env-steps", "300", "--run-name", "drone", *FAST,
+        "run", "--env", "rc-drone", "--algo", "sac", "--env-steps", "320", "--run-name", "drone", *FAST,
         "--set", "training.start_training=100",
         "--set", "rc_drone.time_step_duration=0.02", "--set", "rc_drone.start_obs_capture=0.02",
         "--set", "rc_drone.time_step_timeout_factor=5", "--set", "rc_drone.ep_max_length=50",
@@ -188,7 +188,9 @@ def test_rc_drone_runs_and_ends_by_itself(run_tmrl, tmrl_home: Path, no_leftover
     )  # fmt: skip
     assert result.returncode == 0, result
     records = metrics(tmrl_home, "drone")
-    assert records and records[-1]["env_steps"] >= 300 and records[-1]["training_steps"] > 0
+    # a real-time worker does not wait for the trainer: the run still stops at the episode that reaches the budget
+    # (issue 16 saw 1,600 env steps for a budget of 800), whatever the rounds
+    assert records and 320 <= records[-1]["env_steps"] < 320 + 50 and records[-1]["training_steps"] > 0, records
 
 
 def _rss_kib(pid: int) -> int:
