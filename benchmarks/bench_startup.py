@@ -8,7 +8,11 @@ and against the floor that every torch program pays (``python -c "import torch"`
 
 Each command is stopped (its whole process group) as soon as its line is seen.
 
-    python benchmarks/bench_startup.py [--repeats 3] [--skip-sb3]
+``--before DIR`` adds ``tmrl run`` from another source tree (e.g. ``git archive`` of an older commit, laid out like
+this repository), first on ``PYTHONPATH``, alternated with the others: a change's before and after in one run.
+Compile both trees' bytecode first (``python -m compileall -q DIR``) as an installation does.
+
+    python benchmarks/bench_startup.py [--repeats 3] [--skip-sb3] [--before DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 SB3_SCRIPT = """
 import sys, gymnasium
@@ -70,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--before", metavar="DIR", help="also time tmrl run from this source tree")
     args = parser.parse_args(argv)
     tmrl = shutil.which("tmrl") or sys.exit("the tmrl command is not installed")
-    sides: dict[str, list[float]] = {"floor": [], "tmrl": [], "sb3": []}
+    sides: dict[str, list[float]] = {"floor": [], "tmrl": [], "before": [], "sb3": []}
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
     for k in range(args.repeats):
         home = tempfile.mkdtemp(prefix="tmrl-bench-start-")
@@ -80,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         sides["floor"].append(time_to_line([sys.executable, "-c", "import torch"], None, env))
         run = [tmrl, "run", "--env", "pendulum", "--algo", "sac", "--env-steps", "400", "-n", f"start{k}", "-v"]
         sides["tmrl"].append(time_to_line(run, "worker: first env step", env))
+        if args.before:
+            tree = os.path.abspath(args.before)
+            roots = [tree] + sorted(str(p) for p in Path(tree, "plugins").iterdir() if p.is_dir())
+            path = os.pathsep.join(roots + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+            before = [*run[:-2], f"before{k}", "-v"]
+            sides["before"].append(time_to_line(before, "worker: first env step", {**env, "PYTHONPATH": path}))
         if not args.skip_sb3:
             sides["sb3"].append(time_to_line([sys.executable, "-c", SB3_SCRIPT], "first env step", env))
         shutil.rmtree(home, ignore_errors=True)

@@ -132,10 +132,11 @@ class _ActorBuild:
     def failed(self) -> bool:
         return self.error is not None
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._thread = None
 
     def wait(self) -> Any:
         """The actor, once built; raises the build's exception."""
@@ -159,6 +160,7 @@ def _stop_workers_at_exit() -> None:
     # tutorial leaves its worker in a daemon thread): stop the loops between two steps and let them return first.
     for worker in list(_live_workers):
         worker.stop(wait=3.0)
+        worker._actor_build.join(timeout=30.0)  # an actor still being built (torch mid-import) likewise
 
 
 class RolloutWorker:
