@@ -218,7 +218,9 @@ def test_reset_sample_of_an_rtgym_env_carries_the_default_action(tmrl_home: Path
         def get_default_action(self):
             return np.array([0.25, -0.75], dtype=np.float32)
 
-    config = rc_drone_config(RcDroneSettings(time_step_duration=0.01, start_obs_capture=0.01, ep_max_length=4))
+    drones: list = []  # stopped at the end: a drone left running takes CPU from every later test
+    settings = RcDroneSettings(time_step_duration=0.01, start_obs_capture=0.01, ep_max_length=4)
+    config = rc_drone_config(settings, drones=drones)
     config["interface"] = Shifted
     config["time_step_timeout_factor"] = 100.0
     worker = RolloutWorker(
@@ -235,6 +237,8 @@ def test_reset_sample_of_an_rtgym_env_carries_the_default_action(tmrl_home: Path
         assert np.array_equal(obs0[-1], act0)  # the newest entry of the reset observation's action buffer
         assert worker.buffer.memory[-1][4] and not worker.buffer.memory[-1][3]  # rtgym truncates at ep_max_length
     worker.close()
+    assert len(drones) == 1
+    drones[0].stop()
 
 
 def test_worker_loads_weights_at_start_saves_received_ones_and_keeps_a_history(tmrl_home: Path) -> None:
