@@ -139,9 +139,9 @@ def test_the_warm_up_steps_while_the_actor_is_built_and_records_the_same_actions
     w = worker(50, seed=11, actor=gated, background=True)
     plain = worker(50, seed=11)
     try:
-        assert gated.started.wait(30)
         w.collect_train_episode(max_samples_per_episode=40)  # 40 warm-up steps while the build waits at its gate
         assert w.env_steps == 40 and not gated.gate.is_set()
+        assert gated.started.wait(30)  # started by the first step
         gated.gate.set()
         w.collect_train_episode(max_samples_per_episode=40)  # 10 more, then the policy: waits for the build
         actions = np.stack([np.asarray(sample[0]) for sample in w.buffer.memory])

@@ -98,11 +98,14 @@ def _is_torch_actor(actor: Any) -> bool:
 class _ActorBuild:
     """Builds a worker's actor, at once or in a thread.
 
-    In a thread, the worker's warm-up (uniform random actions, no actor needed) steps the environment while the
-    actor's plugin, torch and any weights file load: a worker process's first env step then waits for neither.
-    :meth:`wait` joins the thread the first time the actor is needed and raises what the build raised, with its
-    traceback (so that the error is still blamed on the plugin whose code raised it); :attr:`failed` is cheap
-    enough to check at every step, so a failed build stops the warm-up at the next step.
+    In a thread (``background``), the worker's warm-up (uniform random actions, no actor needed) steps the
+    environment while the actor's plugin, torch and any weights file load: a worker process's first env step then
+    waits for none of them. The thread starts at :meth:`start`, which the worker calls right after its first env step:
+    importing torch holds the GIL for long stretches (loading its shared libraries), which would delay that first
+    step on a busy machine. :meth:`wait` (the first time the actor is needed) starts the build if it has not started,
+    joins it and raises what it raised, with its traceback (so that the error is still blamed on the plugin whose
+    code raised it); :attr:`failed` is cheap enough to check at every step, so a failed build stops the warm-up at
+    the next step.
     """
 
     def __init__(self, build: Callable[[], Any], background: bool) -> None:
@@ -111,13 +114,19 @@ class _ActorBuild:
         self.error: BaseException | None = None
         #: whether :attr:`error` was raised to the caller (close() raises it only if it never was)
         self.raised = False
+        self._started = False
         self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._run, name="tmrl-actor-build", daemon=True)
-            self._thread.start()
-        else:
+        if not background:
+            self._started = True
             self.actor = build()
             self._build = None
+
+    def start(self) -> None:
+        """Start the build in a thread, unless it has started (or was done at once)."""
+        if not self._started:
+            self._started = True
+            self._thread = threading.Thread(target=self._run, name="tmrl-actor-build", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         assert self._build is not None
@@ -140,6 +149,7 @@ class _ActorBuild:
 
     def wait(self) -> Any:
         """The actor, once built; raises the build's exception."""
+        self.start()
         self.join()
         if self.error is not None:
             self.raised = True
@@ -194,11 +204,11 @@ class RolloutWorker:
             (default: its class).
         random_steps: warm-up: the first this many collected env steps take uniform random actions from the action
             space instead of the policy's (default: ``training.random_steps``, None counting as 0).
-        actor_in_background: with a warm-up, build the actor (and load ``model_path``) in a thread while the
-            warm-up's first steps run; the first use of the actor waits for it, and a failed build is raised at the
-            next step. ``tmrl run``'s worker processes do this, so that their first env step does not wait for
-            torch. Off by default: the build then draws from torch's global generator at the same time as this
-            thread, which only a process that does nothing else with torch meanwhile can keep exact.
+        actor_in_background: with a warm-up, build the actor (and load ``model_path``) in a thread started after
+            the first env step, while the warm-up runs; the first use of the actor waits for it, and a failed build
+            is raised at the next step. ``tmrl run``'s worker processes do this, so that their first env step does
+            not wait for torch. Off by default: the build then draws from torch's global generator at the same time
+            as this thread, which only a process that does nothing else with torch meanwhile can keep exact.
     """
 
     def __init__(
@@ -458,6 +468,7 @@ class RolloutWorker:
             if self.env_steps == 1:
                 # a fixed line that start-up benchmarks (benchmarks/bench_startup.py) time from the launch
                 log.info("worker: first env step")
+                self._actor_build.start()  # (when built in a thread) torch loads from now on, see _ActorBuild
             self._record(act, new_obs, rew, terminated, truncated, dict(info))
         return new_obs, rew, terminated, truncated, info
 

@@ -36,13 +36,6 @@ def faulty_spaces(settings: Any = None) -> tuple[gymnasium.spaces.Box, gymnasium
     )
 
 
-def _imported(name: str) -> bool:
-    """Whether module ``name`` is imported; one is in sys.modules from the start of its import, which counts only
-    once finished (the worker imports torch in a thread while it takes its first steps)."""
-    module = sys.modules.get(name)
-    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
-
-
 class FaultyEnv(gymnasium.Env):
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -65,7 +58,8 @@ class FaultyEnv(gymnasium.Env):
             raise RuntimeError(f"the faulty env broke at step {self.total_steps}")
         if self.total_steps == 1:
             # what the worker process had loaded when it took its first step (its start-up must not wait for torch)
-            loaded = {name: _imported(name) for name in ("torch", "gymnasium", "tmrl_core.agents", "tmrl_sac.agent")}
+            names = ("torch", "gymnasium", "tmrl_core.agents", "tmrl_sac.agent")
+            loaded = {name: name in sys.modules for name in names}
             self._record({"event": "first_step", "loaded": loaded})
         self.position += 0.1 * float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
         obs = np.array([self.position], dtype=np.float32)
