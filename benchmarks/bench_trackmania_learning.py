@@ -12,8 +12,8 @@ redqsac; within 50,000 on the tight track.
 Faster than real time: ``--time-scale K`` runs the simulator's clock K times faster
 (``trackmania.sim.time_scale``) and shortens rtgym's time step by the same factor, so an env step is still 50 ms of
 game time and every figure in env steps means what it means at the real 20 Hz pace (``--time-scale 1``, what a user
-runs). Training per env step is held near one (``training.max_training_steps_per_env_step = 1``, and the worker
-waits between episodes once it is ``--model-every`` env steps ahead of the last model), so the curves do not depend
+runs). Training per env step is the plugin's default, the same for a user: one training step per env step, the worker
+waiting between episodes while the trainer is behind (``training.when_behind = wait``), so the curves do not depend
 on how fast the machine trains; the wall-clock time does.
 
     python benchmarks/bench_trackmania_learning.py [--algos sac redqsac] [--tracks default tight] [--seeds 0 1 2]
@@ -49,12 +49,6 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         "trackmania.sleep_time_at_reset": 0.0,
         "trackmania.timing_log": home / f"{name}-timing.jsonl",
         "worker.test_episode_interval": args.test_every,
-        # the worker waits between episodes for a model once it is max_env_steps_per_model ahead, so that training
-        # per env step is the same on any machine (a slow or loaded trainer otherwise lags a real-time worker: on the
-        # loaded 2-core development machine, 600 training steps in 16,566 env steps without this bound)
-        "training.max_training_steps_per_env_step": 1.0,
-        "training.update_model_interval": args.model_every,
-        "worker.max_env_steps_per_model": args.model_every,
         **dict(kv.split("=", 1) for kv in args.set),
     }
     cmd = [*tmrl_command(), "run", "--env", "trackmania-lidar", "--algo", algo, "--env-steps", str(args.env_steps),
@@ -97,7 +91,6 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=4.0)
     parser.add_argument("--test-every", type=int, default=5, help="a test episode every N training episodes")
     parser.add_argument("--end-of-track", type=float, default=100.0)
-    parser.add_argument("--model-every", type=int, default=100, help="training steps per model = env steps per model")
     parser.add_argument("--timeout", type=float, default=6 * 3600)
     parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE settings for every run")
     parser.add_argument("--out", type=Path, default=None, help="data folder (default: a temporary one)")
