@@ -76,6 +76,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         "algo": algo, "track": track, "seed": seed, "returncode": proc.returncode, "seconds": seconds,
         "curve": curve, "first_finish": finish, "env_steps": rows[-1]["env_steps"] if rows else 0,
         "training_steps": rows[-1].get("training_steps", 0) if rows else 0,
+        "update_to_data": rows[-1].get("update_to_data") if rows else None,
         "timed_out_share": late / steps if steps else None,
         "train_progress_last": next((r["progress_train"] for r in reversed(rows) if "progress_train" in r), None),
         "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
@@ -105,7 +106,8 @@ def main() -> int:
                 results.append(r)
                 late = "-" if r["timed_out_share"] is None else f"{r['timed_out_share']:.1%}"
                 print(f"\n== {algo} on {track}, seed {seed}: exit {r['returncode']}, {r['seconds']:.0f} s, "
-                      f"{r['env_steps']} env steps, {r['training_steps']} training steps, timed-out steps {late}")
+                      f"{r['env_steps']} env steps, {r['training_steps']} training steps (update-to-data "
+                      f"{r['update_to_data'] or 0:.2f}), timed-out steps {late}")
                 if r["stderr_tail"]:
                     print(r["stderr_tail"])
                 print("   env steps | test return | test progress")
