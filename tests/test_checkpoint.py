@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import feed, pendulum_training
 
 from tmrl_core.checkpoint import (
     atomic_write,
@@ -149,38 +150,10 @@ def test_quarantine_moves_the_file_aside(tmp_path: Path) -> None:
 # -- the trainer with checkpoints ----------------------------------------------------------------------------------
 
 
-def _pendulum_training(tmrl_home: Path, run: str, **training: object):
-    """A pipeline's training loop (ring memory, small SAC) fed with real pendulum episodes, no server."""
-    from tmrl_core.pipeline import build_training, build_worker, prepare
-
-    sets = ["sac.hidden_sizes=[16,16]", "training.batch_size=16", f"run.name={run}", "run.seed=3"]
-    sets += [f"training.{k}={json.dumps(v)}" for k, v in training.items()]
-    p = prepare("pendulum", "sac", sets=sets)
-    worker = build_worker(p, standalone=True, save_weights=False)
-    worker.max_samples_per_episode = 30
-    return p, build_training(p), worker
-
-
-def _feed(training, worker, episodes: int) -> None:
-    from tmrl_core.trainer import _Interface
-
-    class Feed(_Interface):
-        def retrieve_buffers(self):
-            buffers = []
-            for _ in range(episodes):
-                worker.collect_train_episode()
-                buffers.append(worker.buffer)
-                worker.buffer = type(worker.buffer)()
-            return buffers
-
-    training.ingest(Feed())
-
-
 def test_trainer_resumes_epoch_memory_and_optimiser_state(tmrl_home: Path) -> None:
     from tmrl_core.trainer import Trainer, _Interface
 
-    p, training_cls, worker = _pendulum_training(
-        tmrl_home,
+    p, training_cls, worker = pendulum_training(
         "resume",
         rounds_per_epoch=2,
         steps_per_round=5,
@@ -188,7 +161,7 @@ def test_trainer_resumes_epoch_memory_and_optimiser_state(tmrl_home: Path) -> No
         max_training_steps_per_env_step=10,
     )
     first = Trainer(training_cls, settings=p.settings, transport=False)
-    _feed(first.training, worker, episodes=3)
+    feed(first.training, worker, episodes=3)
     first.training.run_epoch()  # offline: trains on what the memory holds
     first.training.run_round(_Interface())
     assert (first.training.epoch, first.training.round) == (1, 1)
@@ -229,7 +202,7 @@ def test_trainer_resumes_epoch_memory_and_optimiser_state(tmrl_home: Path) -> No
 def test_a_corrupted_checkpoint_stops_the_trainer_and_stays_untouched(tmrl_home: Path) -> None:
     from tmrl_core.trainer import Trainer
 
-    p, training_cls, _ = _pendulum_training(tmrl_home, "corrupt")
+    p, training_cls, _ = pendulum_training("corrupt")
     path = tmrl_home / "checkpoints" / "corrupt.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
@@ -249,7 +222,7 @@ def test_a_corrupted_checkpoint_stops_the_trainer_and_stays_untouched(tmrl_home:
 def test_a_checkpoint_of_another_env_or_algo_is_refused(tmrl_home: Path) -> None:
     from tmrl_core.trainer import Trainer
 
-    p, training_cls, _ = _pendulum_training(tmrl_home, "mismatch")
+    p, training_cls, _ = pendulum_training("mismatch")
     trainer = Trainer(training_cls, settings=p.settings, transport=False, checkpoint_meta={"env": "pendulum"})
     trainer.save_checkpoint()
     trainer.close()
@@ -260,9 +233,9 @@ def test_a_checkpoint_of_another_env_or_algo_is_refused(tmrl_home: Path) -> None
 def test_no_temporary_files_are_left_in_the_checkpoints_folder(tmrl_home: Path) -> None:
     from tmrl_core.trainer import Trainer
 
-    p, training_cls, worker = _pendulum_training(tmrl_home, "tidy", start_training=10)
+    p, training_cls, worker = pendulum_training("tidy", start_training=10)
     trainer = Trainer(training_cls, settings=p.settings, transport=False)
-    _feed(trainer.training, worker, episodes=1)
+    feed(trainer.training, worker, episodes=1)
     for _ in range(3):
         trainer.save_checkpoint()
     trainer.close()

@@ -7,13 +7,13 @@ writer or a deliberate editor could produce), and real trainers reading them bac
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from helpers import feed, pendulum_training
 
 from tmrl_core.checkpoint import load_state, save_state
 from tmrl_core.errors import CheckpointError
@@ -66,17 +66,6 @@ def test_a_deeply_nested_skeleton_is_refused_not_a_recursion_error(tmp_path: Pat
 # -- a real trainer reading crafted checkpoints --------------------------------------------------------------------
 
 
-def _pendulum_training(run: str, **training: object):
-    from tmrl_core.pipeline import build_training, build_worker, prepare
-
-    sets = ["sac.hidden_sizes=[16,16]", "training.batch_size=16", f"run.name={run}", "run.seed=3"]
-    sets += [f"training.{k}={json.dumps(v)}" for k, v in training.items()]
-    p = prepare("pendulum", "sac", sets=sets)
-    worker = build_worker(p, standalone=True, save_weights=False)
-    worker.max_samples_per_episode = 30
-    return p, build_training(p), worker
-
-
 @pytest.fixture(scope="module")
 def saved_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real checkpoint's state (pendulum, SAC, a ring memory holding two episodes)."""
@@ -88,17 +77,10 @@ def saved_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     try:
         from tmrl_core.trainer import Trainer, _Interface
 
-        p, training_cls, worker = _pendulum_training("source", start_training=10, steps_per_round=3)
+        p, training_cls, worker = pendulum_training("source", start_training=10, steps_per_round=3)
         trainer = Trainer(training_cls, settings=p.settings, transport=False)
-
-        class Feed(_Interface):
-            def retrieve_buffers(self):
-                worker.collect_train_episode()
-                buffer, worker.buffer = worker.buffer, type(worker.buffer)()
-                return [buffer]
-
-        trainer.training.ingest(Feed())
-        trainer.training.ingest(Feed())
+        feed(trainer.training, worker, episodes=1)
+        feed(trainer.training, worker, episodes=1)
         trainer.training.run_round(_Interface())
         trainer.save_checkpoint()
         trainer.close()
@@ -142,7 +124,7 @@ def test_crafted_metadata_gives_the_damaged_checkpoint_error(tmrl_home: Path, sa
 
     state = copy.deepcopy(saved_checkpoint)
     state["meta"]["run"] = "crafted"
-    p, training_cls, _ = _pendulum_training("crafted", start_training=10, steps_per_round=3)
+    p, training_cls, _ = pendulum_training("crafted", start_training=10, steps_per_round=3)
     path = tmrl_home / "checkpoints" / "crafted.safetensors"
     if CRAFTED[edit] is None:
         state["training"]["epoch"] = 95

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 from tmrl_core import __version__
 from tmrl_core.cli import main
@@ -311,18 +312,10 @@ def test_light_commands_do_not_import_torch(tmrl_home: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env=_env(tmrl_home),
+        env=subprocess_env(tmrl_home),
     )
     [line] = [line for line in proc.stderr.splitlines() if line.startswith("RESULT=")]
     assert json.loads(line[len("RESULT=") :]) == [[argv, 0, False] for argv in light]
-
-
-def _env(home: Path) -> dict[str, str]:
-    import os
-
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TMRL_")}
-    env["TMRL_HOME"] = str(home)
-    return env
 
 
 def test_a_missing_core_command_module_is_reported_not_skipped() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import image_buffers
 
 from tmrl_core import codec
 from tmrl_core.buffer import Buffer
@@ -39,11 +40,7 @@ def test_each_frame_travels_once_on_the_wire(image_episodes: tuple) -> None:
 
 
 def test_compressed_buffers_survive_the_codec_and_rebuild_exactly() -> None:
-    env = make_image_env(history=3, act_buf_len=2, size=16, max_episode_steps=12, seed=1)
-    try:
-        buffers = rollout(env, 150, compressor=history_compressor(act_buf_len=2, history_index=1), seed=1)
-    finally:
-        env.close()
+    buffers = image_buffers(150, seed=1, act_buf_len=2, history=3, size=16, max_episode_steps=12)
     memory = RingMemory(memory_size=1000, crc_debug=True, act_buf_len=2, history_index=1, seed=0)
     for buffer in buffers:
         memory.append(codec.decode_buffer(codec.encode_buffer(buffer)))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import image_buffers
 
 from tmrl_core.compression import (
     CRC_KEY,
@@ -184,8 +185,7 @@ def test_crc_compares_rewards_in_float32_and_flags_done_signals() -> None:
 
 
 def test_memory_and_compressor_options_must_agree() -> None:
-    env = make_image_env(history=2, size=8, max_episode_steps=5, seed=0)
-    buffers = rollout(env, 20, compressor=history_compressor(history_index=1), seed=0)
+    buffers = image_buffers(20, seed=0, history=2, size=8, max_episode_steps=5)
     with pytest.raises(ConfigError, match="history_index"):
         RingMemory(memory_size=100).append(buffers[0])
     with pytest.raises(ConfigError, match="act_buf_len"):

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 from tmrl_core.testing import AgentContract
 
@@ -29,8 +29,7 @@ example = _load_example()
 
 @pytest.mark.slow
 def test_the_example_runs_as_written(tmrl_home: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
-    env["TMRL_HOME"] = str(tmrl_home)
+    env = subprocess_env(tmrl_home)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps", "300"], env=env, capture_output=True, text=True, timeout=300
     )

@@ -20,27 +20,28 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import fast_sets
 
-from tmrl_core.testing.pytest_plugin import tmrl_command
+from tmrl_core.testing.pytest_plugin import TmrlResult, tmrl_command
 
 FAULTY_PLUGIN = Path(__file__).parent / "plugins" / "tmrl-faulty"
 
-#: Small networks and short rounds: these tests check journeys, not learning.
-FAST = [
-    "--set", "sac.hidden_sizes=[16,16]",
-    "--set", "training.batch_size=16",
-    "--set", "training.start_training=100",
-    "--set", "training.steps_per_round=40",
-    "--set", "training.update_model_interval=40",
-]  # fmt: skip
+#: these tests check journeys, not learning: a shorter warm-up
+FAST = fast_sets(start_training=100)
 
 
 def with_faulty_plugin() -> dict[str, str]:
     """The environment that makes tmrl-faulty visible, as if it were installed."""
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(FAULTY_PLUGIN), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def run_faulty_env(run_tmrl: Callable[..., TmrlResult], *args: str) -> TmrlResult:
+    """`tmrl run --env faulty-env ARGS` with tmrl-faulty visible and the fast settings."""
+    return run_tmrl("run", "--env", "faulty-env", *args, *FAST, env=with_faulty_plugin(), timeout=300)
 
 
 def files_under(folder: Path) -> list[str]:
@@ -74,9 +75,7 @@ def test_budgets_default_run_name_and_test_from_run_json(run_tmrl, tmrl_home: Pa
     (the docs' next command) does not trip over that run: with an env that has no pacing defaults and two workers,
     it stops within one episode (30 steps) of its budget, is named faulty-env-sac, and `tmrl test` needs nothing but
     the name (or only the env). (Two tests before, each with its own training run: one run now serves both.)"""
-    short = run_tmrl(
-        "run", "--env", "faulty-env", "--env-steps", "60", *FAST, env=with_faulty_plugin(), timeout=300
-    )  # fmt: skip
+    short = run_faulty_env(run_tmrl, "--env-steps", "60")
     assert short.returncode == 0, short
     out = " ".join(short.stdout.split())  # the console wraps long lines
     assert "this run will not train" in out and "training.start_training=100" in out, short
@@ -85,10 +84,7 @@ def test_budgets_default_run_name_and_test_from_run_json(run_tmrl, tmrl_home: Pa
     assert not (tmrl_home / "checkpoints").exists() or files_under(tmrl_home / "checkpoints") == []
     assert not (tmrl_home / "weights" / "faulty-env-sac.safetensors").exists()
 
-    result = run_tmrl(
-        "run", "--env", "faulty-env", "--workers", "2", "--env-steps", "300", *FAST,
-        env=with_faulty_plugin(), timeout=300,
-    )  # fmt: skip
+    result = run_faulty_env(run_tmrl, "--workers", "2", "--env-steps", "300")
     assert result.returncode == 0 and "resuming" not in result.stdout, result
     assert "run faulty-env-sac finished" in result.stdout, result
     assert "test it: tmrl test --run-name faulty-env-sac" in result.stdout, result
@@ -113,9 +109,7 @@ def test_budgets_default_run_name_and_test_from_run_json(run_tmrl, tmrl_home: Pa
 
 @pytest.mark.slow
 def test_an_env_factory_error_names_the_plugin_and_is_in_the_log(run_tmrl, tmrl_home: Path) -> None:
-    result = run_tmrl(
-        "run", "--env", "faulty-env", "--set", "faulty_env.fail=factory", *FAST, env=with_faulty_plugin(), timeout=300
-    )  # fmt: skip
+    result = run_faulty_env(run_tmrl, "--set", "faulty_env.fail=factory")
     assert result.returncode == 1, result
     expected = "error in env 'faulty-env' from plugin tmrl-faulty: OSError: cannot open /dev/faulty-device"
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -129,10 +123,7 @@ def test_an_env_factory_error_names_the_plugin_and_is_in_the_log(run_tmrl, tmrl_
 
 @pytest.mark.slow
 def test_an_agent_train_error_names_the_plugin(run_tmrl, tmrl_home: Path) -> None:
-    result = run_tmrl(
-        "run", "--env", "faulty-env", "--algo", "boom", "--env-steps", "400", *FAST,
-        env=with_faulty_plugin(), timeout=300,
-    )  # fmt: skip
+    result = run_faulty_env(run_tmrl, "--algo", "boom", "--env-steps", "400")
     assert result.returncode == 1, result
     assert "Error: error in agent 'boom' from plugin tmrl-faulty: RuntimeError: boom" in result.stderr, result
     assert "Hint:" in result.stderr

@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FAST
 
 from tmrl_core import LoggerSpec, hookimpl
 from tmrl_core.errors import ConfigError, MissingExtraError, PluginError, UnknownComponentError
 from tmrl_core.metrics import MetricsLogger, read_metrics
 from tmrl_core.settings import Settings
 from tmrl_core.testing.pytest_plugin import tmrl_command
-
-#: Small networks and short rounds: these runs check where the figures go, not learning.
-FAST = [
-    "--set", "sac.hidden_sizes=[16,16]",
-    "--set", "training.batch_size=16",
-    "--set", "training.start_training=200",
-    "--set", "training.steps_per_round=40",
-    "--set", "training.update_model_interval=40",
-]  # fmt: skip
 
 
 class ListLogger:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import image_buffers
 
-from tmrl_core.compression import history_compressor
 from tmrl_core.errors import CheckpointError, ConfigError
 from tmrl_core.memory import GenericTorchMemory, RingMemory
 from tmrl_core.memory.dataset import load_dataset, read_dataset, save_dataset, write_dataset
@@ -26,11 +26,7 @@ def same_transition(a: tuple, b: tuple) -> bool:
 
 @pytest.fixture(scope="module")
 def realtime_buffers() -> list:
-    env = make_image_env(history=3, act_buf_len=2, size=16, max_episode_steps=11, seed=2)
-    try:
-        return rollout(env, 250, compressor=history_compressor(act_buf_len=2, history_index=1), seed=2)
-    finally:
-        env.close()
+    return image_buffers(250, seed=2, act_buf_len=2, history=3, size=16, max_episode_steps=11)
 
 
 def test_a_dataset_written_from_a_memory_seeds_another_with_the_same_transitions(

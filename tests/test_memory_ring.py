@@ -9,12 +9,13 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from helpers import image_buffers
 
 from tmrl_core.buffer import Buffer
-from tmrl_core.compression import HistoryCompressor, history_compressor
+from tmrl_core.compression import HistoryCompressor
 from tmrl_core.memory import GenericTorchMemory, RingMemory
 from tmrl_core.plugins import get_component
-from tmrl_core.testing.image_env import FrameHistory, SyntheticImageEnv, make_image_env
+from tmrl_core.testing.image_env import FrameHistory, SyntheticImageEnv
 from tmrl_core.testing.memory_contract import interleave, rollout
 
 
@@ -127,8 +128,7 @@ def test_wraparound_is_exact_and_trims_in_constant_time(raw_buffers: list) -> No
 
 
 def test_episodes_longer_than_the_memory_keep_their_histories() -> None:
-    env = make_image_env(history=4, size=8, max_episode_steps=60, terminate_prob=0.0, seed=4)
-    buffers = rollout(env, 200, compressor=history_compressor(history_index=1), seed=4)
+    buffers = image_buffers(200, seed=4, history=4, size=8, max_episode_steps=60, terminate_prob=0.0)
     memory = RingMemory(memory_size=5, crc_debug=True, history_index=1, seed=0)
     for buffer in buffers:
         for lo in range(0, len(buffer), 7):  # the trainer may get a long episode in pieces as well
@@ -142,11 +142,7 @@ def test_episodes_longer_than_the_memory_keep_their_histories() -> None:
 
 def test_short_episodes_with_carried_action_buffers_grow_the_action_rows() -> None:
     # 2-step episodes: every reset observation carries its whole action buffer (reset_act_buf=False)
-    env = make_image_env(history=2, act_buf_len=3, size=8, max_episode_steps=2, seed=5)
-    try:
-        buffers = rollout(env, 120, compressor=history_compressor(act_buf_len=3, history_index=1), seed=5)
-    finally:
-        env.close()
+    buffers = image_buffers(120, seed=5, act_buf_len=3, history=2, size=8, max_episode_steps=2)
     assert any(s[1]["act_buf"] is not None and len(s[1]["act_buf"]) == 3 for b in buffers for s in b.memory)
     memory = RingMemory(memory_size=30, crc_debug=True, act_buf_len=3, history_index=1, seed=0)
     for buffer in buffers:
@@ -156,8 +152,7 @@ def test_short_episodes_with_carried_action_buffers_grow_the_action_rows() -> No
 
 
 def test_samples_of_an_episode_whose_reset_never_arrived_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
-    env = make_image_env(history=3, size=8, max_episode_steps=10, terminate_prob=0.0, seed=6)
-    buffers = rollout(env, 40, compressor=history_compressor(history_index=1), seed=6)
+    buffers = image_buffers(40, seed=6, history=3, size=8, max_episode_steps=10, terminate_prob=0.0)
     broken = Buffer()
     broken.memory = buffers[0].memory[4:]  # a worker buffer that overflowed and lost its episode's start
     memory = RingMemory(memory_size=1000, crc_debug=True, history_index=1, seed=0)
@@ -229,11 +224,7 @@ def test_empty_memory_state_round_trip() -> None:
 
 
 def test_bytes_per_transition_of_image_histories_is_about_one_frame() -> None:
-    env = make_image_env(history=4, act_buf_len=2, size=64, max_episode_steps=50, seed=8)
-    try:
-        buffers = rollout(env, 400, compressor=history_compressor(act_buf_len=2, history_index=1), seed=8)
-    finally:
-        env.close()
+    buffers = image_buffers(400, seed=8, act_buf_len=2, history=4, size=64, max_episode_steps=50)
     memory = RingMemory(memory_size=300, act_buf_len=2, history_index=1, seed=0)
     for buffer in buffers:
         memory.append(buffer)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from helpers import train_with_local_server, wait_until
 
 from tmrl_core import partial
 from tmrl_core.agents import TorchActorModule
@@ -23,14 +23,6 @@ from tmrl_core.errors import CheckpointError, ConfigError, IncompatibleComponent
 from tmrl_core.settings import ServerSettings, Settings
 
 SMALL = ["sac.hidden_sizes=[16,16]", "training.batch_size=16"]
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _buffer(n_steps: int, tag: float) -> Buffer:
@@ -62,7 +54,9 @@ def test_local_transport_relays_buffers_and_broadcasts_weights(tmrl_home: Path) 
             early.send_samples(_buffer(3, 10.0 * i))
             late.send_samples(_buffer(4, 100.0 + i))
         received: list[Buffer] = []
-        _wait(lambda: received.extend(trainer.receive_samples()) or len(received) == 10, what="10 buffers")
+        wait_until(
+            lambda: received.extend(trainer.receive_samples()) or len(received) == 10, 30, "10 buffers", poll=0.02
+        )
         assert sorted(len(b) for b in received) == [4] * 5 + [5] * 5
         assert {b.stat_train_return for b in received} == {-3.0, -4.0}
         one = next(b for b in received if len(b) == 4)
@@ -148,7 +142,7 @@ def test_local_transport_between_processes(tmrl_home: Path) -> None:
     trainer = transport.trainer()
     try:
         got: list[Buffer] = []
-        _wait(lambda: got.extend(trainer.receive_samples()) or len(got) == 20, timeout=90, what="20 buffers")
+        wait_until(lambda: got.extend(trainer.receive_samples()) or len(got) == 20, 90, "20 buffers", poll=0.02)
         assert [float(b.memory[0][1][0][0]) for b in got] == [float(i) for i in range(20)]
         trainer.send_weights({"bias": torch.full((3,), 2.0)})
         out, err = child.communicate(timeout=60)
@@ -267,7 +261,7 @@ def test_worker_loads_weights_at_start_saves_received_ones_and_keeps_a_history(t
     try:
         assert float(worker.actor.value.detach()) == 1.25  # loaded from <data>/weights/<run>.safetensors
         assert worker.endpoint.wait_connected(10) and expert.endpoint.wait_connected(10)
-        _wait(lambda: server.endpoint.worker_count == 2, what="two workers")
+        wait_until(lambda: server.endpoint.worker_count == 2, 30, "two workers", poll=0.02)
         for k in (2.0, 3.0):
             trainer.send_weights({"value": torch.tensor([k])})
             assert worker.update_actor_weights(blocking=True, timeout=10)
@@ -352,7 +346,7 @@ def test_threaded_pipeline_paces_training_and_ends_at_the_budget(tmrl_home: Path
     """Server, trainer and a synchronous worker in one process: the trainer never gets more than
     max_training_steps_per_env_step ahead, the worker waits for models, and the run ends at --env-steps."""
     from tmrl_core.metrics import read_metrics
-    from tmrl_core.pipeline import build_server, build_trainer, build_worker, prepare, run_worker
+    from tmrl_core.pipeline import build_trainer, prepare
 
     p = prepare(
         "pendulum",
@@ -378,16 +372,7 @@ def test_threaded_pipeline_paces_training_and_ends_at_the_budget(tmrl_home: Path
         original(actor)
 
     trainer.interface.broadcast_model = spy
-    server = build_server(p)
-    worker = build_worker(p, save_weights=False)
-    thread = threading.Thread(target=run_worker, args=(p, worker), daemon=True)
-    thread.start()
-    try:
-        history = trainer.run()
-    finally:
-        worker.stop(wait=10)
-        worker.close()
-        server.stop()
+    history, worker = train_with_local_server(p, trainer)
     t = trainer.training
     assert t.finished and t.env_steps >= 1000
     assert t.total_updates <= 0.5 * t.env_steps

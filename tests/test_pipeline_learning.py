@@ -7,13 +7,13 @@ Pendulum's learning curve, against Stable-Baselines3, is in ``benchmarks/bench_p
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
+from helpers import train_with_local_server
 
 
 class Reach(gymnasium.Env):
@@ -37,7 +37,7 @@ class Reach(gymnasium.Env):
 
 @pytest.mark.slow
 def test_sac_learns_through_the_whole_pipeline(tmrl_home: Path, one_torch_thread) -> None:
-    from tmrl_core.pipeline import build_server, build_trainer, build_worker, evaluate_policy, prepare, run_worker
+    from tmrl_core.pipeline import build_trainer, evaluate_policy, prepare
 
     gymnasium.register(id="TmrlReach-v0", entry_point=Reach)
     sets = [
@@ -61,16 +61,7 @@ def test_sac_learns_through_the_whole_pipeline(tmrl_home: Path, one_torch_thread
     save_weights(tmrl_home / "untrained.safetensors", untrained.state_dict())
     before = float(np.mean(evaluate_policy(p, episodes=5, model_path=tmrl_home / "untrained.safetensors")))
 
-    server = build_server(p)
-    worker = build_worker(p, save_weights=False)
-    thread = threading.Thread(target=run_worker, args=(p, worker), daemon=True)
-    thread.start()
-    try:
-        history = trainer.run()
-    finally:
-        worker.stop(wait=10)
-        worker.close()
-        server.stop()
+    history, _ = train_with_local_server(p, trainer)
     assert history[-1]["env_steps"] >= 1200 and history[-1]["training_steps"] >= 800
     after = float(np.mean(evaluate_policy(p, episodes=5)))
     # random actions score about -13 per episode, a constant action about -6.7, the answer 0

@@ -12,17 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import FAST, wait_until
 
 from tmrl_core.testing.pytest_plugin import tmrl_command
-
-#: Small networks and short rounds: these tests check the pipeline's behaviour, not learning.
-FAST = [
-    "--set", "sac.hidden_sizes=[16,16]",
-    "--set", "training.batch_size=16",
-    "--set", "training.start_training=200",
-    "--set", "training.steps_per_round=40",
-    "--set", "training.update_model_interval=40",
-]  # fmt: skip
 
 
 def processes_of(home: Path) -> list[int]:
@@ -40,14 +32,6 @@ def processes_of(home: Path) -> list[int]:
         except OSError:
             continue
     return pids
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def metrics(home: Path, run: str) -> list[dict]:

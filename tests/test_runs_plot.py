@@ -9,42 +9,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fast_sets, subprocess_env, wait_until
 
 from tmrl_core.testing.pytest_plugin import tmrl_command
 
-FAST = [
-    "--workers", "1",
-    "--set", "sac.hidden_sizes=[16,16]",
-    "--set", "training.batch_size=16",
-    "--set", "training.start_training=200",
-    "--set", "training.steps_per_round=20",
-    "--set", "training.update_model_interval=20",
-]  # fmt: skip
+FAST = ["--workers", "1", *fast_sets(round_steps=20)]
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
-    env.update({"TMRL_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
-    return env
+    return subprocess_env(home, COLUMNS="200", NO_COLOR="1", TERM="dumb")
 
 
 def _start(home: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*tmrl_command(), *args], env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _records(home: Path, run: str) -> int:
@@ -78,7 +61,7 @@ def test_runs_reports_finished_interrupted_killed_and_failed_runs(run_tmrl, tmrl
     killed = _start(tmrl_home, *long, "--run-name", "killed")
     try:
         for name in ("stopped", "killed"):
-            _wait_for(lambda n=name: _records(tmrl_home, n) >= 1, 300, f"a first round of {name!r}")
+            wait_until(lambda n=name: _records(tmrl_home, n) >= 1, 300, f"a first round of {name!r}")
         running = _runs_json(run_tmrl)
         assert running["stopped"]["status"] == running["killed"]["status"] == "running"
         assert (running["stopped"]["env"], running["stopped"]["algo"]) == ("pendulum", "sac")

@@ -4,21 +4,20 @@ every rebuilt transition passes the CRC check, also after the unrecorded test ep
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import subprocess_env
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "examples" / "tutorial.py"
 
 
 @pytest.mark.slow
 def test_tutorial_script_trains_and_passes_its_crc_check_across_test_episodes(tmrl_home: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
-    env["TMRL_HOME"] = str(tmrl_home)
+    env = subprocess_env(tmrl_home)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--short", "--crc-debug"], env=env, capture_output=True, text=True, timeout=300
     )
