@@ -41,23 +41,24 @@ FAST_EPISODES = {
 }
 
 
-class TestRingMemoryWithLidarProgress(MemoryContract):
+class _RingMemoryWithSimulatedEpisodes(MemoryContract):
+    """The env's registered memory and compressor; subclasses choose the env and where its histories are."""
+
     memory_cls = RingMemory
     compressor = "history"
-    component_options = {"act_buf_len": 2, "history_index": 2}
     n_steps = 150
     small_memory_size = 41
+
+
+class TestRingMemoryWithLidarProgress(_RingMemoryWithSimulatedEpisodes):
+    component_options = {"act_buf_len": 2, "history_index": 2}
 
     def make_env(self) -> Any:
         return make_lidar_progress(**FAST_EPISODES, reward_path=str(_reward_file()))
 
 
-class TestRingMemoryWithFull(MemoryContract):
-    memory_cls = RingMemory
-    compressor = "history"
+class TestRingMemoryWithFull(_RingMemoryWithSimulatedEpisodes):
     component_options = {"act_buf_len": 2, "history_index": 3}
-    n_steps = 150
-    small_memory_size = 41
 
     def make_env(self) -> Any:
         return make_full(**FAST_EPISODES, img_width=32, img_height=32, reward_path=str(_reward_file()))

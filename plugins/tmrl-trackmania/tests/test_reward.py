@@ -12,26 +12,16 @@ def straight(length: float = 100.0, spacing: float = 0.1) -> Trajectory:
     return Trajectory.from_path(pts, spacing)
 
 
-def greedy_forward(points: np.ndarray, cur: int, pos: np.ndarray, window: int) -> int:
-    """The original's walk: move on while a point no farther than the best lies within ``window`` points."""
+def greedy_walk(points: np.ndarray, cur: int, pos: np.ndarray, window: int, step: int) -> int:
+    """The original's walk (``step`` +1 ahead, -1 behind): move on while a point no farther than the best lies within
+    ``window`` points."""
     best_d, best, idx, budget = np.inf, cur, cur, window + 1
     while True:
         d = np.linalg.norm(pos - points[idx])
         if d <= best_d:
             best_d, best, budget = d, idx, window + 1
-        idx, budget = idx + 1, budget - 1
-        if idx >= len(points) or budget <= 0:
-            return best
-
-
-def greedy_backward(points: np.ndarray, cur: int, pos: np.ndarray, window: int) -> int:
-    best_d, best, idx, budget = np.inf, cur, cur, window + 1
-    while True:
-        d = np.linalg.norm(pos - points[idx])
-        if d <= best_d:
-            best_d, best, budget = d, idx, window + 1
-        idx, budget = idx - 1, budget - 1
-        if idx < 0 or budget <= 0:
+        idx, budget = idx + step, budget - 1
+        if not 0 <= idx < len(points) or budget <= 0:
             return best
 
 
@@ -75,8 +65,8 @@ def test_search_windows_equal_the_original_walk():
         rf = RewardFunction(Trajectory(pts.astype(np.float32), 0.1), check_forward=fwd, check_backward=bwd)
         rf.index = int(rng.integers(0, n))
         pos = pts[rng.integers(0, n)] + rng.normal(size=3) * rng.random() * 3
-        assert rf._search_forward(pos)[0] == greedy_forward(rf.points, rf.index, pos, fwd)
-        assert rf._search_backward(pos)[0] == greedy_backward(rf.points, rf.index, pos, bwd)
+        assert rf._search_forward(pos)[0] == greedy_walk(rf.points, rf.index, pos, fwd, +1)
+        assert rf._search_backward(pos)[0] == greedy_walk(rf.points, rf.index, pos, bwd, -1)
 
 
 def test_progress_is_rewarded_and_going_back_costs_it_back():
