@@ -25,10 +25,10 @@ import threading
 from typing import Any
 
 import tlspyo.client
-from tlspyo.local_protocol_for_client import LocalProtocolForClient, LocalProtocolForClientFactory
+from tlspyo.local_protocol_for_client import LocalProtocolForClient
 
 from tmrl_core.errors import CodecError
-from tmrl_tlspyo.link import HEADER_SIZE, NetworkProcess, ignore_interrupts, open_link, split_frames
+from tmrl_tlspyo.link import HEADER_SIZE, NetworkProcess, open_link, run_reactor, split_frames, stop_reactor
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
@@ -139,11 +139,6 @@ class _LocalProtocol(LocalProtocolForClient):
         self._client.close(1)
 
 
-class _LocalFactory(LocalProtocolForClientFactory):
-    def buildProtocol(self, addr: Any) -> _LocalProtocol:
-        return _LocalProtocol(self.client)
-
-
 class _Client(tlspyo.client.Client):
     """The network process of a :class:`TmrlEndpoint`."""
 
@@ -171,7 +166,6 @@ class _Client(tlspyo.client.Client):
     def run(self) -> None:
         from twisted.internet import reactor, ssl
 
-        reactor.connectTCP(host="127.0.0.1", port=self._local_com_port, factory=_LocalFactory(self))
         factory = _ClientFactory(client=self)
         if self._security == "TLS":
             with open(f"{self._keys_dir}/certificate.pem", "rb") as file:
@@ -180,24 +174,16 @@ class _Client(tlspyo.client.Client):
             reactor.connectSSL(host=self._ip_server, port=self._port_server, factory=factory, contextFactory=options)
         else:
             reactor.connectTCP(host=self._ip_server, port=self._port_server, factory=factory)
-        self._reactor = reactor
-        ignore_interrupts()
-        reactor.run(installSignalHandlers=False)
-        self._reactor = None
+        run_reactor(self, _LocalProtocol)
 
     def close(self, counter: int) -> None:
         """Stop once what was sent is acknowledged, or after about a second (``counter`` counts quarter seconds)."""
         from twisted.internet import reactor
-        from twisted.internet.error import ReactorNotRunning
 
         if self.check_acks() or counter >= 4:
             if self.to_server is not None:
                 self.to_server.transport.loseConnection()
-            if self._reactor is not None:
-                try:
-                    self._reactor.stop()
-                except ReactorNotRunning:
-                    pass
+            stop_reactor(self)
         else:
             reactor.callLater(0.25, self.close, counter + 1)
 

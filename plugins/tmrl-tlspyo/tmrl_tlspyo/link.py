@@ -19,7 +19,11 @@ from collections.abc import Callable
 from multiprocessing import Process
 from socket import AF_INET, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET, socket
 from threading import Lock
-from typing import Any
+from typing import Any, Protocol
+
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import ClientFactory
+from twisted.internet.protocol import Protocol as TwistedProtocol
 
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_tlspyo.serialization import serialize
@@ -55,6 +59,46 @@ def ignore_interrupts() -> None:
     """In a network process: Ctrl-C in a terminal reaches the whole process group, but the process that started
     this one decides when it stops (through the local link), after delivering what it still holds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class NetworkSide(Protocol):
+    """What runs in a network process (tlspyo's ``Client`` or ``Server``): the port of its local link, and its
+    reactor while it runs."""
+
+    _local_com_port: int
+    _reactor: Any
+
+
+class _LinkFactory(ClientFactory):
+    """Builds ``protocol(side)`` for the local link (tlspyo's link factories build only their own protocols)."""
+
+    def __init__(self, protocol: Callable[[Any], TwistedProtocol], side: NetworkSide) -> None:
+        self._protocol = protocol
+        self._side = side
+
+    def buildProtocol(self, addr: object) -> TwistedProtocol:
+        return self._protocol(self._side)
+
+
+def run_reactor(side: NetworkSide, link_protocol: Callable[[Any], TwistedProtocol]) -> None:
+    """The rest of a network process's body, once it has opened its network side: connect to the local link with
+    ``link_protocol(side)``, then run the Twisted reactor until :func:`stop_reactor`."""
+    from twisted.internet import reactor  # installs the reactor: only ever in the network process
+
+    reactor.connectTCP(host="127.0.0.1", port=side._local_com_port, factory=_LinkFactory(link_protocol, side))
+    side._reactor = reactor
+    ignore_interrupts()
+    reactor.run(installSignalHandlers=False)
+    side._reactor = None
+
+
+def stop_reactor(side: NetworkSide) -> None:
+    """Stop the reactor of :func:`run_reactor` (from the reactor's thread), if it still runs."""
+    if side._reactor is not None:
+        try:
+            side._reactor.stop()
+        except ReactorNotRunning:
+            pass
 
 
 def open_link() -> tuple[socket, int]:

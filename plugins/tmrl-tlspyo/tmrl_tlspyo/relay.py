@@ -42,12 +42,12 @@ from socket import AF_INET, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET, socket
 from typing import Any
 
 import tlspyo.server
-from tlspyo.local_protocol_for_server import LocalProtocolForServer, LocalProtocolForServerFactory
+from tlspyo.local_protocol_for_server import LocalProtocolForServer
 
 from tmrl_core import codec
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_tlspyo import credentials
-from tmrl_tlspyo.link import HEADER, HEADER_SIZE, NetworkProcess, ignore_interrupts, open_link
+from tmrl_tlspyo.link import HEADER, HEADER_SIZE, NetworkProcess, open_link, run_reactor, stop_reactor
 from tmrl_tlspyo.serialization import Deserializer, serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
@@ -331,11 +331,6 @@ class _LocalProtocol(LocalProtocolForServer):
         self._server.close(0)
 
 
-class _LocalFactory(LocalProtocolForServerFactory):
-    def buildProtocol(self, addr: Any) -> _LocalProtocol:
-        return _LocalProtocol(self.server)
-
-
 class GuardedServer(tlspyo.server.Server):
     """tlspyo's Server bookkeeping (clients, groups, acknowledgements) with the policy of :class:`RelayPolicy`."""
 
@@ -363,23 +358,13 @@ class GuardedServer(tlspyo.server.Server):
             reactor.listenSSL(self._port, factory, context, interface=self.bind)
         else:
             reactor.listenTCP(self._port, factory, interface=self.bind)
-        reactor.connectTCP(host="127.0.0.1", port=self._local_com_port, factory=_LocalFactory(self))
-        self._reactor = reactor
-        ignore_interrupts()
-        reactor.run(installSignalHandlers=False)
-        self._reactor = None
+        run_reactor(self, _LocalProtocol)
 
     def close(self, counter: int) -> None:
         """Stop at once: what clients sent and the relay did not deliver is lost either way when it stops."""
-        from twisted.internet.error import ReactorNotRunning
-
         for identifier in list(self.to_clients):
             self.to_clients[identifier].transport.abortConnection()
-        if self._reactor is not None:
-            try:
-                self._reactor.stop()
-            except ReactorNotRunning:
-                pass
+        stop_reactor(self)
 
     # -- policy ------------------------------------------------------------------------------------------------------
 
