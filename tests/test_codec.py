@@ -425,6 +425,18 @@ def test_non_canonical_buffers_are_refused() -> None:
         {**base, "dropped": -1},
         {**base, "train_return": "x"},
         {**base, "train_steps": 1.5},
+        # the drop report: a worker name that would not make a metric name, places that are not short names or
+        # counts, or more counted by place than dropped
+        {**base, "worker": ""},
+        {**base, "worker": "a/b"},
+        {**base, "worker": "w" * 65},
+        {**base, "worker": 3},
+        {**base, "dropped_at": {"unsent": 1}},  # dropped is 0
+        {**base, "dropped": 5, "dropped_at": {"Unsent": 1}},
+        {**base, "dropped": 5, "dropped_at": {"unsent": -1}},
+        {**base, "dropped": 5, "dropped_at": {"unsent": 1.0}},
+        {**base, "dropped": 5, "dropped_at": [1]},
+        {**base, "dropped": 50, "dropped_at": {f"p{'x' * i}": 1 for i in range(9)}},
     ]
     for record in cases:
         structure = good.pack(record)
@@ -660,6 +672,27 @@ def test_buffer_round_trip_of_regular_and_irregular_samples(samples: list[Any], 
     buffer.dropped = extra
     decoded = codec.decode_buffer(codec.encode_buffer(buffer))
     assert_same_buffer(decoded, buffer)
+
+
+def test_a_buffer_carries_its_sender_and_its_drops_by_place() -> None:
+    buffer = make_buffer(5)
+    buffer.worker = "worker-3"
+    buffer.count_dropped("unsent", 40)
+    decoded = codec.decode_buffer(codec.encode_buffer(buffer))
+    assert (decoded.worker, decoded.dropped, decoded.dropped_at) == ("worker-3", 43, {"unsent": 40})
+    # a buffer that does not say (older senders, the tutorial's own buffers) reads as before
+    plain = codec.decode_buffer(codec.encode_buffer(make_buffer(5)))
+    assert (plain.worker, plain.dropped, plain.dropped_at) == (None, 3, {})
+    # a worker's own buffer counts what its maxlen cut, and a buffer added to it brings its counts
+    small = Buffer(maxlen=2)
+    for sample in make_buffer(5).memory:
+        small.append_sample(sample)
+    small += buffer
+    assert (small.dropped, small.dropped_at) == (3 + 5 + 43, {"buffer": 8, "unsent": 40})
+    with pytest.raises(CodecError, match="worker"):
+        bad = make_buffer(2)
+        bad.worker = "no spaces"
+        codec.encode_buffer(bad)
 
 
 def test_regular_samples_travel_as_columns_with_writable_arrays() -> None:

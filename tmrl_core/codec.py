@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import math
 import operator
+import re
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -133,7 +134,13 @@ _EXPANSION = 80
 
 _BUFFER_KEYS = frozenset({"samples", "maxlen", "dropped", "train_return", "test_return", "train_steps", "test_steps"})
 #: Keys a buffer may carry besides those; written only when set, so that buffers without them read as before.
-_OPTIONAL_BUFFER_KEYS = frozenset({"train_timeouts"})
+_OPTIONAL_BUFFER_KEYS = frozenset({"train_timeouts", "worker", "dropped_at"})
+#: a worker's name (it becomes part of metric names: ``samples_dropped/<worker>``): short, no separators but ``-``
+#: ``_`` ``.`` ``:`` ``#`` ``@``
+WORKER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:#@-]{1,64}")
+#: where-keys of ``dropped_at``: a few short lowercase names
+_WHERE_PATTERN = re.compile(r"[a-z_]{1,32}")
+MAX_DROPPED_AT = 8
 #: optional keys of a buffer: the environment's episode metrics (absent when empty, so older senders still decode)
 _BUFFER_METRIC_KEYS = frozenset({"train_metrics", "test_metrics"})
 #: bounds of one episode-metrics map: entries, and characters per name
@@ -593,11 +600,16 @@ def encode_buffer(buffer: Buffer) -> bytes:
         }
         if buffer.stat_train_timeouts is not None:
             record["train_timeouts"] = _optional_number(buffer.stat_train_timeouts, int)
+        if buffer.worker is not None:
+            record["worker"] = buffer.worker
+        if buffer.dropped_at:
+            record["dropped_at"] = {str(key): int(value) for key, value in buffer.dropped_at.items()}
     except (TypeError, ValueError) as error:
         raise CodecError(f"cannot encode the buffer's statistics: {error}") from error
     for key, metrics in (("train_metrics", buffer.stat_train_metrics), ("test_metrics", buffer.stat_test_metrics)):
         if metrics:
             record[key] = _check_episode_metrics(dict(metrics), key, convert=True)
+    _check_drop_report(record.get("worker"), record.get("dropped_at", {}), record["dropped"])
     if not isinstance(record["samples"], list):
         raise CodecError(f"buffer.memory must be a list, not {type(buffer.memory).__name__}")
     columns = _columns(buffer.memory)
@@ -647,9 +659,12 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     for key in ("train_steps", "test_steps"):
         if record[key] is not None and type(record[key]) is not int:
             raise CodecError(f"buffer {key} must be an int or None")
+    _check_drop_report(record.get("worker"), record.get("dropped_at", {}), dropped)
     buffer = Buffer(maxlen=maxlen)
     buffer.memory = samples
     buffer.dropped = dropped
+    buffer.dropped_at = dict(record.get("dropped_at", {}))
+    buffer.worker = record.get("worker")
     buffer.stat_train_return = record["train_return"]
     buffer.stat_test_return = record["test_return"]
     buffer.stat_train_steps = record["train_steps"]
@@ -658,6 +673,20 @@ def decode_buffer(data: bytes | bytearray | memoryview, *, max_bytes: int | None
     buffer.stat_train_metrics = _check_episode_metrics(record.get("train_metrics", {}), "train_metrics")
     buffer.stat_test_metrics = _check_episode_metrics(record.get("test_metrics", {}), "test_metrics")
     return buffer
+
+
+def _check_drop_report(worker: Any, dropped_at: Any, dropped: int) -> None:
+    """The sender's name and the drop counts by place are metric names and values at the trainer: bounded, and
+    counting no more than ``dropped``."""
+    if worker is not None and (type(worker) is not str or not WORKER_NAME_PATTERN.fullmatch(worker)):
+        raise CodecError(f"buffer worker must be a name matching {WORKER_NAME_PATTERN.pattern}, not {worker!r:.80}")
+    if type(dropped_at) is not dict or len(dropped_at) > MAX_DROPPED_AT:
+        raise CodecError(f"buffer dropped_at must be a map of at most {MAX_DROPPED_AT} entries")
+    for key, value in dropped_at.items():
+        if type(key) is not str or not _WHERE_PATTERN.fullmatch(key) or type(value) is not int or value < 0:
+            raise CodecError(f"buffer dropped_at: {key!r:.40} -> {value!r:.40} is not a place name -> count >= 0")
+    if sum(dropped_at.values()) > dropped:
+        raise CodecError(f"buffer dropped_at counts {sum(dropped_at.values())} samples, more than dropped={dropped}")
 
 
 def _check_episode_metrics(metrics: Any, key: str, convert: bool = False) -> dict[str, float]:

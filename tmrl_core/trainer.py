@@ -44,6 +44,12 @@ from tmrl_core.transport.factory import make_transport
 
 log = logging.getLogger("tmrl.trainer")
 
+#: workers named in the ``samples_dropped/<worker>`` metrics; beyond, their drops are counted under OTHER_WORKERS
+MAX_WORKERS_IN_METRICS = 64
+OTHER_WORKERS = "other-workers"
+#: the name for buffers that do not say which worker sent them
+UNNAMED_WORKER = "unnamed"
+
 _DEFAULT: Any = object()  # "not given": tell apart from an explicit None (which disables a file)
 
 
@@ -166,6 +172,8 @@ class TorchTrainingOffline:
         self._updates_at_last_send = -1
         self._round_episodes: dict[str, list[float]] = defaultdict(list)
         self._round_dropped = 0  # samples the workers had to drop (buffer overflow, no server), reported this round
+        self._round_dropped_at: dict[tuple[str, str], int] = defaultdict(int)  # the same by (worker, where)
+        self._dropping_workers: set[str] = set()  # workers that reported drops in this run (bounded)
 
     @staticmethod
     def _spaces(env_cls: Any) -> tuple[Any, Any]:
@@ -196,7 +204,8 @@ class TorchTrainingOffline:
             self.total_samples += len(buffer)
             self.env_steps += steps
             self.episodes += episodes
-            self._round_dropped += buffer.dropped
+            if buffer.dropped:
+                self._count_dropped(buffer)
             received += steps
             for key, value in (
                 ("return_train", buffer.stat_train_return),
@@ -214,6 +223,20 @@ class TorchTrainingOffline:
                 for name, value in metrics.items():
                     self._round_episodes[f"{name}_{suffix}"].append(float(value))
         return received
+
+    def _count_dropped(self, buffer: Buffer) -> None:
+        """Add what ``buffer`` reports dropped to this round's counts, per worker and per place."""
+        worker = buffer.worker or UNNAMED_WORKER
+        if worker not in self._dropping_workers and len(self._dropping_workers) >= MAX_WORKERS_IN_METRICS:
+            worker = OTHER_WORKERS
+        self._dropping_workers.add(worker)
+        places = dict(buffer.dropped_at)
+        unplaced = buffer.dropped - sum(places.values())
+        if unplaced > 0:
+            places["unspecified"] = unplaced
+        for where, samples in places.items():
+            self._round_dropped_at[(worker, where)] += samples
+        self._round_dropped += buffer.dropped
 
     @property
     def budget_reached(self) -> bool:
@@ -351,7 +374,14 @@ class TorchTrainingOffline:
             record[key] = float(np.mean(values))
         self._round_episodes.clear()
         record["samples_dropped"] = self._round_dropped
+        # per worker: 0 in the rounds after its first drop, so that its curve does not bridge them
+        for worker in sorted(self._dropping_workers):
+            record[f"samples_dropped/{worker}"] = 0
+        for (worker, where), samples in sorted(self._round_dropped_at.items()):
+            record[f"samples_dropped/{worker}"] += samples
+            record[f"samples_dropped/{worker}/{where}"] = samples
         self._round_dropped = 0
+        self._round_dropped_at.clear()
         return record
 
     # -- state ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Transports between workers, server and trainer, and the queues they share."""
 
 from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
-from tmrl_core.transport.queues import DropOldestQueue, NewestSlot, ReceivedBuffers, snapshot
+from tmrl_core.transport.queues import DropOldestQueue, DropReports, NewestSlot, ReceivedBuffers, snapshot, worker_name
 
 __all__ = [
     "Transport",
@@ -10,7 +10,9 @@ __all__ = [
     "WorkerEndpoint",
     "Weights",
     "DropOldestQueue",
+    "DropReports",
     "NewestSlot",
     "ReceivedBuffers",
     "snapshot",
+    "worker_name",
 ]

@@ -30,10 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from tmrl_core import codec
-from tmrl_core.buffer import Buffer
+from tmrl_core.buffer import DROPPED_ON_SERVER, DROPPED_UNSENDABLE, DROPPED_UNSENT, Buffer
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
-from tmrl_core.transport.queues import DropOldestQueue, NewestSlot, ReceivedBuffers, snapshot
+from tmrl_core.transport.queues import (
+    DropOldestQueue,
+    DropReports,
+    NewestSlot,
+    ReceivedBuffers,
+    snapshot,
+    worker_name,
+)
 
 log = logging.getLogger("tmrl.transport.local")
 
@@ -147,6 +154,17 @@ class LocalTransport(Transport):
 # -- server ----------------------------------------------------------------------------------------------------------
 
 
+#: a buffer on its way to the trainer: the name of the worker that sent it, and its bytes
+_Relayed = tuple[str, bytes]
+#: workers named in the server's drop reports; beyond, their counts go under one name
+_MAX_REPORTED_WORKERS = 256
+_OTHER_WORKERS = "other-workers"
+
+
+def _relayed_size(item: _Relayed) -> int:
+    return len(item[1])
+
+
 class _Peer:
     """One authenticated connection on the server side, with its writer thread.
 
@@ -159,11 +177,12 @@ class _Peer:
         self.server, self.conn, self.role, self.name = server, conn, role, name
         self.alive = True
         self.cond = threading.Condition()
-        self.queue: DropOldestQueue[bytes] = DropOldestQueue(server.t.queue_bytes)  # trainer: buffers to deliver
+        # trainer: buffers to deliver, with the name of the worker that sent each
+        self.queue: DropOldestQueue[_Relayed] = DropOldestQueue(server.t.queue_bytes, _relayed_size)
         self.latest: NewestSlot[bytes] = NewestSlot()  # worker: newest weights not yet delivered
         self.writer = threading.Thread(target=self._write, name=f"tmrl-local-send-{name}", daemon=True)
 
-    def push_buffer(self, data: bytes, stopping: threading.Event) -> bool:
+    def push_buffer(self, data: _Relayed, stopping: threading.Event) -> bool:
         """Queue ``data`` for the trainer, waiting while the queue is full; False if this peer went away first."""
         with self.cond:
             while self.alive and self.queue.full and not stopping.is_set():
@@ -187,7 +206,7 @@ class _Peer:
                         self.cond.wait(_POLL)
                     if not self.alive:
                         return
-                    data = self.queue.get() if self.queue else self.latest.take()
+                    data = self.queue.get()[1] if self.queue else self.latest.take()
                     self.cond.notify_all()  # room for a waiting reader
                 if data is not None:
                     self.conn.send_bytes(data)
@@ -218,7 +237,9 @@ class LocalServer(ServerEndpoint):
         self._workers: dict[int, _Peer] = {}
         self._latest_weights: bytes | None = None
         # buffers received while no trainer is connected (bounded in bytes; the oldest are dropped and counted)
-        self._pending: DropOldestQueue[bytes] = DropOldestQueue(transport.queue_bytes)
+        self._pending: DropOldestQueue[_Relayed] = DropOldestQueue(transport.queue_bytes, _relayed_size)
+        # samples dropped here, per worker, not yet reported to a trainer
+        self._lost: dict[str, Buffer] = {}
         self.relayed_buffers = 0
         self._threads: list[threading.Thread] = []
 
@@ -307,6 +328,7 @@ class LocalServer(ServerEndpoint):
         with self._lock:
             if peer.role == "trainer":
                 self._trainer = peer
+                self._report_lost(peer)
                 for data in self._pending.take_all():
                     peer.queue.add(data)
             else:
@@ -321,11 +343,13 @@ class LocalServer(ServerEndpoint):
                 self._trainer = None
                 # buffers not yet delivered wait for the next trainer
                 with peer.cond:
-                    dropped = self._pending.dropped
-                    self._pending.extend_front(peer.queue.take_all())
-                if self._pending.dropped > dropped:
+                    # drop reports go back too (they are tiny): the next trainer gets them
+                    dropped = self._pending.extend_front(peer.queue.take_all())
+                if dropped:
+                    lost = self._count_lost(dropped)
                     log.warning(
-                        "server: the trainer left; dropped the oldest waiting buffers (%d so far)",
+                        "server: the trainer left; dropped the oldest waiting buffers (%d samples, %d buffers so far)",
+                        lost,
                         self._pending.dropped,
                     )
             self._workers.pop(id(peer), None)
@@ -358,12 +382,16 @@ class LocalServer(ServerEndpoint):
                 trainer = self._trainer
                 if trainer is None:
                     self.relayed_buffers += 1
-                    if self._pending.put(data):
+                    dropped = self._pending.put((sender.name, data))
+                    if dropped:
+                        lost = self._count_lost(dropped)
                         log.warning(
-                            "server: no trainer; dropped the oldest waiting buffer (%d so far)", self._pending.dropped
+                            "server: no trainer; dropped the oldest waiting buffer (%d samples; %d buffers so far)",
+                            lost,
+                            self._pending.dropped,
                         )
                     return
-            if trainer.push_buffer(data, self._stopping):
+            if trainer.push_buffer((sender.name, data), self._stopping):
                 with self._lock:
                     self.relayed_buffers += 1
                 return
@@ -373,6 +401,35 @@ class LocalServer(ServerEndpoint):
     def dropped_buffers(self) -> int:
         """Buffers dropped because no trainer took them in time."""
         return self._pending.dropped
+
+    def _count_lost(self, dropped: list[_Relayed]) -> int:
+        """Count buffers dropped here per worker (called with ``_lock`` held), to report them to the next trainer
+        (:meth:`_report_lost`); returns their samples. A dropped buffer's own drop counts are kept too."""
+        samples = 0
+        for name, data in dropped:
+            try:
+                buffer = codec.decode_buffer(data, max_bytes=self.t.max_bytes)
+            except CodecError as exc:
+                log.warning("server: dropped a buffer from %s that does not decode: %s", name, exc)
+                continue
+            worker = buffer.worker or worker_name(name)
+            if worker not in self._lost and len(self._lost) >= _MAX_REPORTED_WORKERS:
+                worker = _OTHER_WORKERS
+            report = self._lost.setdefault(worker, Buffer(maxlen=1))
+            report.count_dropped(DROPPED_ON_SERVER, len(buffer), carried=buffer)
+            samples += len(buffer)
+        return samples
+
+    def _report_lost(self, trainer: _Peer) -> None:
+        """Queue, for ``trainer``, one empty buffer per worker whose samples were dropped here (called with
+        ``_lock`` held): it carries the counts to the trainer's metrics like a worker's own report."""
+        for worker, report in self._lost.items():
+            report.worker = worker
+            data = codec.encode_buffer(report)
+            with trainer.cond:
+                trainer.queue.put_back((worker, data))
+                trainer.cond.notify_all()
+        self._lost.clear()
 
     def _broadcast_weights(self, data: bytes) -> None:
         with self._lock:
@@ -604,6 +661,7 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
 
     def __init__(self, transport: LocalTransport, name: str) -> None:
         self._outbox: DropOldestQueue[Buffer] = DropOldestQueue(transport.max_pending_samples)
+        self._reports = DropReports(name)
         self._weights: NewestSlot[bytes] = NewestSlot()  # the newest weights message, decoded on receive_weights
         self._weights_cond = threading.Condition()
         super().__init__(transport, name)
@@ -617,11 +675,12 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
         # Encoding happens in the sender thread: the step loop only appends to a queue.
         copy = snapshot(buffer)
         with self._cond:
+            self._reports.stamp(copy)
             dropped = self._outbox.put(copy)
             if dropped:
-                lost = sum(len(old) for old in dropped)
                 # the count travels with the newest buffer (kept: it is this one), so the trainer's metrics show it
-                copy.dropped += lost + sum(old.dropped for old in dropped)
+                lost = self._reports.lost(DROPPED_UNSENT, dropped)
+                self._reports.stamp(copy)
                 log.warning("worker %s: dropped %d unsent samples (%d so far)", self.name, lost, self.dropped_samples)
             self._cond.notify_all()
 
@@ -636,10 +695,16 @@ class LocalWorkerEndpoint(_LocalClient, WorkerEndpoint):
             data = codec.encode_buffer(item)
         except CodecError as exc:
             log.error("worker %s: cannot encode a buffer, dropped it: %s", self.name, exc)
-            return None
-        if len(data) > self.t.max_bytes:
-            log.error("worker %s: a buffer of %d bytes exceeds server.max_message_bytes; dropped", self.name, len(data))
-            return None
+            data = None
+        else:
+            if len(data) > self.t.max_bytes:
+                log.error(
+                    "worker %s: a buffer of %d bytes exceeds server.max_message_bytes; dropped", self.name, len(data)
+                )
+                data = None
+        if data is None:  # reported with the next buffer
+            with self._cond:
+                self._reports.lost(DROPPED_UNSENDABLE, [item])
         return data
 
     def _requeue(self, item: Any) -> None:

@@ -7,6 +7,7 @@ None of them locks: each transport already guards its state with one condition v
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -73,15 +74,19 @@ class DropOldestQueue(Generic[T]):
         self.weight = 0
         return items
 
-    def extend_front(self, items: list[T]) -> None:
-        """Put ``items`` (oldest first) back before everything queued, then drop the oldest beyond the limit."""
+    def extend_front(self, items: list[T]) -> list[T]:
+        """Put ``items`` (oldest first) back before everything queued, then drop the oldest beyond the limit;
+        returns the dropped ones."""
         for item in reversed(items):
             self.put_back(item)
+        dropped = []
         while self.weight > self.limit and len(self._items) > 1:
-            _, size = self._items.popleft()
+            old, size = self._items.popleft()
             self.weight -= size
             self.dropped += 1
             self.dropped_weight += size
+            dropped.append(old)
+        return dropped
 
     @property
     def full(self) -> bool:
@@ -160,13 +165,47 @@ class ReceivedBuffers:
         return buffers
 
 
+def worker_name(name: str) -> str:
+    """``name`` as a buffer carries it (it becomes part of metric names at the trainer): the characters the codec
+    refuses replaced, at most 64 of them."""
+    return re.sub(r"[^A-Za-z0-9_.:#@-]", "_", name)[:64] or "worker"
+
+
+class DropReports:
+    """What a worker endpoint dropped and has not reported yet, reported with the next buffer it sends.
+
+    A worker's drops reach the trainer's metrics inside a buffer that gets through (its ``dropped`` and
+    ``dropped_at``), so that they are counted per worker and per place without a message kind of their own.
+    """
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker_name(worker)
+        self._pending = Buffer(maxlen=1)
+
+    def lost(self, where: str, buffers: list[Buffer]) -> int:
+        """Count ``buffers`` as dropped at ``where`` (their samples, and the drops they were reporting); returns
+        their samples."""
+        samples = 0
+        for old in buffers:
+            samples += len(old)
+            self._pending.count_dropped(where, len(old), carried=old)
+        return samples
+
+    def stamp(self, buffer: Buffer) -> None:
+        """Name the sender on ``buffer`` and move the unreported drops onto it."""
+        buffer.worker = self.worker
+        if self._pending.dropped:
+            buffer.count_dropped(where="", samples=0, carried=self._pending)
+            self._pending = Buffer(maxlen=1)
+
+
 def snapshot(buffer: Buffer) -> Buffer:
     """A copy of ``buffer`` that its owner may go on appending to or clearing: the list of samples is copied (the
     samples themselves are not: workers never change a sample once appended), with ``dropped`` and the episode
     statistics."""
     copy = Buffer(maxlen=max(buffer.maxlen, len(buffer), 1))
     copy.memory = list(buffer.memory)
-    copy.dropped = buffer.dropped
+    copy.dropped, copy.dropped_at, copy.worker = buffer.dropped, dict(buffer.dropped_at), buffer.worker
     copy.stat_train_return, copy.stat_test_return = buffer.stat_train_return, buffer.stat_test_return
     copy.stat_train_steps, copy.stat_test_steps = buffer.stat_train_steps, buffer.stat_test_steps
     copy.stat_train_timeouts = buffer.stat_train_timeouts

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from tmrl_core import Buffer, codec
+from tmrl_core.buffer import DROPPED_UNSENDABLE, DROPPED_UNSENT
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_core.transport import (
     DropOldestQueue,
+    DropReports,
     NewestSlot,
     ReceivedBuffers,
     ServerEndpoint,
@@ -358,6 +360,7 @@ class TlspyoWorker(_Client, WorkerEndpoint):
 
     def __init__(self, transport: TlspyoTransport, name: str) -> None:
         self._outbox: DropOldestQueue[Buffer] = DropOldestQueue(transport.max_pending_samples)
+        self._reports = DropReports(name)
         self._in_flight: collections.deque[tuple[int, int]] = collections.deque()  # (heartbeat number, bytes)
         self._in_flight_bytes = 0
         self.oversized_buffers = 0
@@ -381,11 +384,12 @@ class TlspyoWorker(_Client, WorkerEndpoint):
         self._check_not_stranded()
         copy = snapshot(buffer)  # the caller may go on appending to (or clearing) its buffer
         with self._cond:
+            self._reports.stamp(copy)
             dropped = self._outbox.put(copy)
             if dropped:
-                lost = sum(len(old) for old in dropped)
                 # the count travels with the newest buffer (kept: it is this one), so the trainer's metrics show it
-                copy.dropped += lost + sum(old.dropped for old in dropped)
+                lost = self._reports.lost(DROPPED_UNSENT, dropped)
+                self._reports.stamp(copy)
                 log.warning(
                     "worker %s: the server is unreachable or slow; dropped %d unsent samples (%d so far)",
                     self.name,
@@ -435,9 +439,13 @@ class TlspyoWorker(_Client, WorkerEndpoint):
             data = codec.encode_buffer(buffer)
         except CodecError as exc:
             log.error("worker %s: cannot encode a buffer, dropped it: %s", self.name, exc)
+            with self._cond:
+                self._reports.lost(DROPPED_UNSENDABLE, [buffer])  # reported with the next buffer
             return
         if len(data) > self.t.max_bytes:
             self.oversized_buffers += 1
+            with self._cond:
+                self._reports.lost(DROPPED_UNSENDABLE, [buffer])
             log.error(
                 "worker %s: a buffer of %d samples takes %d bytes, more than server.max_message_bytes=%d; dropped "
                 "(send buffers more often, or raise the limit on every machine)",
