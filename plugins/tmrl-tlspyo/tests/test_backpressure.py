@@ -116,9 +116,11 @@ def test_a_flood_from_password_holders_is_slowed_counted_and_bounded_while_train
     try:
         assert greedy.wait_connected(60)
         buffer = pendulum_buffer()
+        offered = 0
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             greedy.send_samples(buffer)
+            offered += len(buffer)
             time.sleep(0.001)
         during = last_metrics(run)
         assert flooder.wait(60) == 0
@@ -149,6 +151,15 @@ def test_a_flood_from_password_holders_is_slowed_counted_and_bounded_while_train
         f"{expected} samples received and {greedy.dropped_samples} reported dropped",
     )
     assert final["env_steps"] + final["episodes"] == expected
+    # per worker in metrics.jsonl: what the greedy one sent and was not trained on is counted as its drops (in its
+    # queue of unsent samples), and no other worker reports any
+    drops: dict[str, int] = {}
+    for record in read_metrics(run):
+        for key, value in record.items():
+            if key.startswith("samples_dropped/"):
+                drops[key] = drops.get(key, 0) + value
+    lost = offered - greedy.sent_samples
+    assert drops == {"samples_dropped/greedy": lost, "samples_dropped/greedy/unsent": lost}, drops
     for part in (trainer, server):
         part.signal(signal.SIGINT)
         assert part.wait(120) == 0, part.log()
@@ -184,3 +195,53 @@ def test_a_client_that_asks_for_echoes_and_never_reads_is_disconnected(
     finally:
         slow.close()
     assert peak - baseline < 100 * MiB
+
+
+@pytest.mark.timeout(600)
+def test_while_no_trainer_is_connected_the_relay_stays_bounded_and_the_workers_count_what_they_drop(
+    tmrl_home: Path, credentials_dir: Path
+) -> None:
+    """The relay holds at most server.queue_bytes for a trainer that is not there, then stops reading the worker,
+    whose own queue drops and counts its oldest samples; the trainer that connects later gets the rest, with the
+    count."""
+    settings = server_settings(credentials_dir, queue_bytes=2 * MiB, chunk_bytes=256 * 1024)
+    transport = TlspyoTransport(settings.model_copy(update={"local_buffer_max_samples": 5000}), run_name="idle")
+    server = transport.server()
+    server.start()
+    worker = trainer = None
+    try:
+        relay_pid = server.relay.pid
+        baseline = tree_rss(relay_pid)
+        worker = transport.worker("lonely")
+        assert worker.wait_connected(60)
+        buffer = pendulum_buffer()
+        offered, peak = 0, baseline
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            worker.send_samples(buffer)
+            offered += len(buffer)
+            time.sleep(0.002)
+            peak = max(peak, tree_rss(relay_pid))
+        assert worker.dropped_samples > 0, "the relay took everything: it did not push back"
+        assert peak - baseline < 100 * MiB, f"the relay grew by {(peak - baseline) / MiB:.0f} MiB"
+        trainer = transport.trainer()
+        worker.send_samples(pendulum_buffer(10))  # carries the last drops
+        offered += 10
+        received: list[Any] = []
+
+        def accounted() -> bool:
+            received.extend(trainer.receive_samples())
+            return sum(len(b) for b in received) + sum(b.dropped for b in received) >= offered
+
+        deadline = time.monotonic() + 240
+        while not accounted():
+            assert time.monotonic() < deadline, (offered, sum(len(b) for b in received), worker.dropped_samples)
+            time.sleep(0.1)
+        assert sum(len(b) for b in received) == offered - worker.dropped_samples
+        assert {b.worker for b in received} == {"lonely"}
+        assert sum(b.dropped_at.get("unsent", 0) for b in received) == worker.dropped_samples
+    finally:
+        for client in (worker, trainer):
+            if client is not None:
+                client.close(timeout=5)
+        server.stop()

@@ -346,3 +346,101 @@ def test_missing_credentials_are_clear_errors(tmrl_home: Path, tmp_path: Path) -
         transport.worker("w")
     with pytest.raises(TransportError, match="weights-signing-key.pem"):
         transport.trainer()
+
+
+# -- TLS and credentials ------------------------------------------------------------------------------------------
+
+
+def test_clients_trust_only_the_servers_certificate_and_check_its_host_name(
+    setup: dict[str, Any], clients: list, tmp_path: Path, credentials_dir: Path
+) -> None:
+    """A server presenting another certificate than the clients hold (an impostor), or a certificate for another host
+    name, gets no connection: nothing is sent to it, not even the password."""
+    settings = setup["settings"]
+    other = tmp_path / "other"
+    generate(other)  # another certificate, with the same host name
+    shutil.copy(credentials_dir / "weights-signing-public.pem", other / "weights-signing-public.pem")
+    impostor_certificate = TlspyoTransport(
+        settings.model_copy(update={"tls_credentials_directory": other}), run_name="sec"
+    )
+    wrong_host = TlspyoTransport(settings.model_copy(update={"tls_hostname": "another-host"}), run_name="sec")
+    refused = [impostor_certificate.worker("impostor-cert"), wrong_host.worker("wrong-host")]
+    clients.extend(refused)
+    genuine = setup["transport"].worker("genuine")  # the same settings otherwise: it connects
+    clients.append(genuine)
+    assert genuine.wait_connected(TIMEOUT)
+    for worker in refused:
+        assert not worker.wait_connected(5.0), f"{worker.name} connected to a server it must not trust"
+    # the same checks with the standard library: the handshake itself fails
+    for directory, hostname in ((other, settings.tls_hostname), (credentials_dir, "another-host")):
+        context = ssl.create_default_context(cafile=str(directory / "certificate.pem"))
+        with socket.create_connection((settings.host, settings.port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                context.wrap_socket(raw, server_hostname=hostname)
+
+
+def test_tls_generate_keeps_secrets_private_and_never_overwrites_silently(tmrl_home: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+    import subprocess
+
+    from tmrl_core.testing import tmrl_command
+
+    folder = tmp_path / "creds"
+    env = {**os.environ, "TMRL_HOME": str(tmrl_home)}
+    first = subprocess.run([*tmrl_command(), "tls", "generate", "--dir", str(folder)], env=env, capture_output=True)
+    assert first.returncode == 0, first.stderr
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert modes["key.pem"] == 0o600 and modes["weights-signing-key.pem"] == 0o600, modes
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    again = subprocess.run([*tmrl_command(), "tls", "generate", "--dir", str(folder)], env=env, capture_output=True)
+    assert again.returncode != 0
+    assert b"credentials already exist" in again.stderr and b"--force" in again.stderr, again.stderr
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    forced = subprocess.run(
+        [*tmrl_command(), "tls", "generate", "--dir", str(folder), "--force"], env=env, capture_output=True
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert (folder / "key.pem").read_bytes() != before["key.pem"]
+
+
+def test_a_server_without_tls_beyond_loopback_warns(
+    tmrl_home: Path, credentials_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="tmrl.transport.tlspyo")
+    for bind, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        caplog.clear()
+        server = TlspyoTransport(server_settings(credentials_dir, tls=False, bind=bind), run_name="sec").server()
+        server.start()
+        server.stop()
+        assert ("TLS is off" in caplog.text) is warned, (bind, caplog.text)
+
+
+def test_the_trainer_refuses_a_buffer_announced_over_the_limit_before_receiving_it(
+    setup: dict[str, Any], clients: list
+) -> None:
+    trainer, _ = connect(setup["transport"], clients)
+    limit = setup["settings"].max_message_bytes
+    with pytest.raises(CodecError, match="announced, over server.max_message_bytes"):
+        trainer._on_message(("chunk", "big", 1, 0, 1000, limit + 1, b"\x00" * 10))
+    assert trainer._partial_bytes == 0 and not trainer._partial  # nothing kept of it
+
+
+def test_a_worker_hands_at_most_two_unconfirmed_buffers_to_its_network_process(
+    tmrl_home: Path, credentials_dir: Path, clients: list
+) -> None:
+    """No server: the worker's network process cannot deliver, so the worker keeps the rest in its bounded queue."""
+    settings = server_settings(credentials_dir, local_buffer_max_samples=35, connect_timeout=0)
+    worker = TlspyoTransport(settings, run_name="sec").worker("alone")
+    clients.append(worker)
+    for first in (0, 10):
+        worker.send_samples(make_buffer(0, first, 10))
+    wait_for(lambda: worker.sent_buffers == TlspyoWorker.window, TIMEOUT, "two buffers handed over")
+    for first in range(20, 60, 10):
+        worker.send_samples(make_buffer(0, first, 10))
+    time.sleep(2.0)
+    assert worker.sent_buffers == TlspyoWorker.window  # no more: nothing was confirmed
+    # then 4 buffers of 10: 3 kept (35 samples at most), the oldest dropped and counted
+    assert (worker.pending_samples, worker.dropped_samples) == (30, 10)
