@@ -7,6 +7,7 @@ transport clients in this process (each with its own tlspyo network process).
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import socket
 import ssl
@@ -154,6 +155,7 @@ def test_a_wrong_password_delivers_nothing_and_the_log_says_why_without_it(
     assert trainer.receive_samples() == []
     log = setup["server"].wait_for("wrong password")
     assert wrong not in log and PASSWORD not in log
+    assert re.search(r"closing the connection from 127\.0\.0\.1:\d+: wrong password", log)  # who, not what
 
 
 def test_silent_connections_are_closed_after_the_handshake_timeout(tmrl_home: Path, credentials_dir: Path) -> None:
