@@ -291,18 +291,25 @@ def test_worker_figures_reach_every_sink(tmrl_home: Path, one_torch_thread) -> N
     buffer.append_sample((np.zeros(1, np.float32), obs, 0.0, False, False, {}))
     for step in range(4):
         buffer.append_sample((np.zeros(1, np.float32), obs, -1.0, False, step == 3, {}))
-    buffer.stat_train_return, buffer.stat_train_steps, buffer.dropped = -4.0, 4, 7
+    buffer.stat_train_return, buffer.stat_train_steps = -4.0, 4
+    buffer.worker = "worker-3"
+    buffer.count_dropped("unsent", 7)  # what its transport dropped while disconnected
     record = training.run_round(Received([buffer]))
     assert (record["return_train"], record["episode_length_train"], record["samples_dropped"]) == (-4.0, 4.0, 7)
-    assert training.run_round(Received([]))["samples_dropped"] == 0  # counted once, in the round it arrived
+    assert (record["samples_dropped/worker-3"], record["samples_dropped/worker-3/unsent"]) == (7, 7)
+    empty = training.run_round(Received([]))  # counted once, in the round it arrived; then 0 for that worker
+    assert (empty["samples_dropped"], empty["samples_dropped/worker-3"]) == (0, 0)
+    assert "samples_dropped/worker-3/unsent" not in empty
 
     metrics = MetricsLogger("worker-figures", settings=Settings(logging={"loggers": ["tensorboard"]}))
     metrics.log(record)
     metrics.close()
     (written,) = read_metrics("worker-figures")
     assert written["samples_dropped"] == 7 and written["return_train"] == -4.0
+    assert written["samples_dropped/worker-3/unsent"] == 7
     scalars = tensorboard_scalars(tmrl_home / "runs" / "worker-figures")
     assert scalars["samples_dropped"][0][:2] == (4, 7.0) and scalars["episode_length_train"][0][:2] == (4, 4.0)
+    assert scalars["samples_dropped/worker-3/unsent"][0][:2] == (4, 7.0)
 
 
 def test_tensorboard_logdir_runs_shows_every_run(tmrl_home: Path) -> None:
