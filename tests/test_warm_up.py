@@ -195,3 +195,23 @@ def test_without_a_warm_up_the_actor_is_built_at_once(tmrl_home) -> None:
         assert w._actor_build._thread is None and isinstance(w._actor_build.actor, ConstantActor)
     finally:
         w.close()
+
+
+def test_beside_a_real_time_env_the_actor_is_built_at_once(tmrl_home) -> None:
+    """Building in a thread would delay the real-time env's time steps (the build holds the GIL for long stretches)."""
+    from tmrl_core.envs import make_rc_drone
+
+    w = RolloutWorker(
+        env_cls=make_rc_drone,
+        actor_module_cls=ConstantActor,
+        actor_in_background=True,
+        random_steps=100,
+        standalone=True,
+        settings=Settings(),
+        save_weights=False,
+        model_path="/nonexistent/weights.safetensors",
+    )
+    try:
+        assert w.realtime and w._actor_build._thread is None and isinstance(w._actor_build.actor, ConstantActor)
+    finally:
+        w.close()

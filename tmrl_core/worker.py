@@ -208,7 +208,8 @@ class RolloutWorker:
             the first env step, while the warm-up runs; the first use of the actor waits for it, and a failed build
             is raised at the next step. ``tmrl run``'s worker processes do this, so that their first env step does
             not wait for torch. Off by default: the build then draws from torch's global generator at the same time
-            as this thread, which only a process that does nothing else with torch meanwhile can keep exact.
+            as this thread, which only a process that does nothing else with torch meanwhile can keep exact. Never
+            for a real-time (rtgym) environment, whose time steps the build would delay.
     """
 
     def __init__(
@@ -280,7 +281,10 @@ class RolloutWorker:
         self._torch_actor = False
         self._actor_build = _ActorBuild(
             partial(self._build_actor, actor_module_cls, self.env.observation_space, self.env.action_space),
-            background=actor_in_background and self.random_steps_left > 0,
+            # not beside a real-time env: the build holds the GIL for long stretches (torch loading its libraries),
+            # and the time steps it delays time out (rc-drone, loaded machine: 11-21 of the first episode's 100
+            # steps, against 0-2 when the actor is built first)
+            background=actor_in_background and self.random_steps_left > 0 and not self.realtime,
         )
 
         self.buffer = Buffer(maxlen=ws.buffers_maxlen)
