@@ -438,3 +438,29 @@ def test_a_training_step_is_updates_per_step_agent_updates(tmrl_home: Path) -> N
     stats = training.run_epoch()
     assert [record["training_steps"] for record in stats] == [5, 10]
     assert training.agent.calls == 3 * 10
+
+
+def test_a_worker_process_ends_after_its_atexit_handlers_without_the_interpreter_teardown(tmp_path: Path) -> None:
+    """What `tmrl worker` and the workers of `tmrl run` end with: the atexit handlers run and what was printed is
+    flushed, but the teardown (module finalizers, the last garbage collection: seconds of CPU with torch loaded)
+    is skipped."""
+    script = "\n".join(
+        [
+            "import atexit, pathlib",
+            "from tmrl_core.pipeline import exit_without_teardown",
+            f"atexit.register(lambda: pathlib.Path({str(tmp_path / 'atexit')!r}).write_text('ran'))",
+            "class Finalized:",
+            f"    def __del__(self): pathlib.Path({str(tmp_path / 'teardown')!r}).write_text('ran')",
+            "kept = Finalized()",
+            "print('last words', end='')",
+            "exit_without_teardown(3)",
+        ]
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout) == (3, "last words"), result.stderr
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert not (tmp_path / "teardown").exists()
+    # the same script ending normally runs the finalizer: the check above can tell
+    normal = script.replace("exit_without_teardown(3)", "")
+    assert subprocess.run([sys.executable, "-c", normal], timeout=300).returncode == 0
+    assert (tmp_path / "teardown").read_text() == "ran"

@@ -145,7 +145,7 @@ def worker(
     sets: list[str] = set_option(),
 ) -> None:
     """Run a rollout worker: acts in its environment with the newest weights and sends samples, until Ctrl-C."""
-    from tmrl_core.pipeline import build_worker, prepare, run_worker
+    from tmrl_core.pipeline import build_worker, exit_without_teardown, prepare, run_worker
 
     _logging(verbose, f"worker-{index}")
     _sigterm_as_interrupt()
@@ -173,3 +173,4 @@ def worker(
         typer.echo(f"worker-{index}: interrupted", err=True)
     finally:
         part.close()
+    exit_without_teardown(0)  # closed: the interpreter's teardown would only delay the exit (see its docstring)
