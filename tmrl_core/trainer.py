@@ -226,11 +226,12 @@ class TorchTrainingOffline:
 
     def _count_dropped(self, buffer: Buffer) -> None:
         """Add what ``buffer`` reports dropped to this round's counts, per worker and per place."""
-        worker = buffer.worker or UNNAMED_WORKER
+        # getattr: a third-party transport's buffers may come from code older than these attributes
+        worker = getattr(buffer, "worker", None) or UNNAMED_WORKER
         if worker not in self._dropping_workers and len(self._dropping_workers) >= MAX_WORKERS_IN_METRICS:
             worker = OTHER_WORKERS
         self._dropping_workers.add(worker)
-        places = dict(buffer.dropped_at)
+        places = dict(getattr(buffer, "dropped_at", {}))
         unplaced = buffer.dropped - sum(places.values())
         if unplaced > 0:
             places["unspecified"] = unplaced
