@@ -300,6 +300,11 @@ def test_worker_figures_reach_every_sink(tmrl_home: Path, one_torch_thread) -> N
     empty = training.run_round(Received([]))  # counted once, in the round it arrived; then 0 for that worker
     assert (empty["samples_dropped"], empty["samples_dropped/worker-3"]) == (0, 0)
     assert "samples_dropped/worker-3/unsent" not in empty
+    anonymous = Buffer()  # a buffer that does not say who sent it nor where its drops happened
+    anonymous.dropped = 2
+    other = training.run_round(Received([anonymous]))
+    assert (other["samples_dropped/unnamed"], other["samples_dropped/unnamed/unspecified"]) == (2, 2)
+    assert (other["samples_dropped"], other["samples_dropped/worker-3"]) == (2, 0)
 
     metrics = MetricsLogger("worker-figures", settings=Settings(logging={"loggers": ["tensorboard"]}))
     metrics.log(record)
