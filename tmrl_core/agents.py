@@ -13,10 +13,13 @@ environment returns (numpy arrays) and returns a numpy action.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
 
 class ActorModule(ABC):
@@ -25,7 +28,7 @@ class ActorModule(ABC):
     Subclasses take at least ``observation_space`` and ``action_space`` as constructor arguments.
     """
 
-    def __init__(self, observation_space: Any, action_space: Any) -> None:
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
 
@@ -43,7 +46,7 @@ class TorchActorModule(ActorModule, torch.nn.Module, ABC):
     :meth:`act_`, which does the batching and the unbatching.
     """
 
-    def __init__(self, observation_space: Any, action_space: Any) -> None:
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         torch.nn.Module.__init__(self)
         ActorModule.__init__(self, observation_space, action_space)
 
@@ -92,7 +95,7 @@ class TrainingAgent(ABC):
         device: where the models live and where batches arrive.
     """
 
-    def __init__(self, observation_space: Any, action_space: Any, device: str | torch.device) -> None:
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, device: str | torch.device) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
         self.device = device

@@ -27,12 +27,15 @@ difference. This module imports numpy only (no torch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tmrl_core.errors import ConfigError, TmrlError
+
+if TYPE_CHECKING:
+    import gymnasium
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +45,16 @@ CRC_KEY = "tmrl_crc"
 HISTORY_FORMAT_VERSION = 1
 
 
-def no_compression(**_: Any) -> Any:
+#: a sample as the worker records it: ``(act, obs, rew, terminated, truncated, info)``
+Sample = tuple[Any, Any, float, bool, bool, dict[str, Any]]
+#: the sample compressor signature: ``f(act, obs, rew, terminated, truncated, info) -> compressed sample``
+SampleCompressor = Callable[[Any, Any, float, bool, bool, dict[str, Any]], Sample]
+
+
+def no_compression(**_: object) -> SampleCompressor:
     """The identity compressor: samples travel as they are."""
 
-    def compress(act: Any, obs: Any, rew: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> Any:
+    def compress(act: Any, obs: Any, rew: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> Sample:
         return act, obs, rew, terminated, truncated, info
 
     return compress
@@ -184,13 +193,13 @@ class HistoryCompressor:
         return act, cobs, rew, terminated, truncated, info
 
 
-def is_history_compressed(obs: Any) -> bool:
+def is_history_compressed(obs: object) -> bool:
     """True if ``obs`` is a compressed observation produced by :class:`HistoryCompressor`."""
     return isinstance(obs, dict) and obs.get("v") == HISTORY_FORMAT_VERSION and "hist" in obs and "reset" in obs
 
 
 def action_buffer_compressor(
-    observation_space: Any = None, action_space: Any = None, act_buf_len: int = 0
+    observation_space: gymnasium.Space | None = None, action_space: gymnasium.Space | None = None, act_buf_len: int = 0
 ) -> HistoryCompressor:
     """Action-buffer removal for rtgym environments (``act_buf_len`` from the env's component options)."""
     if act_buf_len <= 0:
@@ -202,8 +211,8 @@ def action_buffer_compressor(
 
 
 def history_compressor(
-    observation_space: Any = None,
-    action_space: Any = None,
+    observation_space: gymnasium.Space | None = None,
+    action_space: gymnasium.Space | None = None,
     act_buf_len: int = 0,
     history_index: int | Sequence[int] | None = None,
 ) -> HistoryCompressor:
@@ -375,7 +384,7 @@ def _first_difference(
     return path, original, rebuilt
 
 
-def _render(value: Any) -> tuple[str, np.ndarray | None]:
+def _render(value: object) -> tuple[str, np.ndarray | None]:
     try:
         arr = np.asarray(value)
     except ValueError:  # ragged tuples
@@ -385,7 +394,7 @@ def _render(value: Any) -> tuple[str, np.ndarray | None]:
     return np.array2string(arr, threshold=200), arr
 
 
-def _describe(original: Any, rebuilt: Any) -> str:
+def _describe(original: object, rebuilt: object) -> str:
     text_a, a = _render(original)
     text_b, b = _render(rebuilt)
     lines = [f"original: {text_a}", f"rebuilt:  {text_b}"]
@@ -400,11 +409,11 @@ def _describe(original: Any, rebuilt: Any) -> str:
 
 def check_transition_crc(
     prev_obs: Any,
-    act: Any,
-    rew: Any,
+    act: np.ndarray,
+    rew: float,
     new_obs: Any,
-    terminated: Any,
-    truncated: Any,
+    terminated: bool,
+    truncated: bool,
     info: dict[str, Any] | None,
     *,
     rtol: float = 0.0,

@@ -17,9 +17,11 @@ error of its plugin and disabled; the run and the other loggers go on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
+import netrc
 import os
 import time
 from collections.abc import Mapping
@@ -226,7 +228,6 @@ def wandb_has_credentials(settings: Any) -> bool:
     key = getattr(settings, "key", None)
     if key is not None or os.environ.get("WANDB_API_KEY"):
         return True
-    import netrc
     host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
     files = [os.environ["NETRC"]] if os.environ.get("NETRC") else []
     files += [os.path.join(os.path.expanduser("~"), name) for name in (".netrc", "_netrc")]
@@ -245,8 +246,6 @@ def wandb_has_credentials(settings: Any) -> bool:
 def check_wandb(settings: Any) -> None:
     """Raise a :class:`~tmrl_core.errors.TmrlError` saying what to do when wandb cannot log: not installed, or
     online without a login."""
-    import importlib.util
-
     try:
         found = importlib.util.find_spec("wandb") is not None
     except (ImportError, ValueError):

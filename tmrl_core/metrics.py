@@ -15,9 +15,13 @@ from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from pydantic import SecretStr
+
 from tmrl_core.errors import PluginError, TmrlError
 from tmrl_core.loggers import METRICS_FILE, RunInfo, stamp
 from tmrl_core.paths import run_dir
+from tmrl_core.plugins import CORE_PLUGIN_NAME, get_component
+from tmrl_core.settings import CORE_SECTIONS
 
 log = logging.getLogger("tmrl.metrics")
 
@@ -99,8 +103,6 @@ class MetricsLogger:
             raise
 
     def _start(self, name: str, settings: Any, overrides: dict[str, Any]) -> None:
-        from tmrl_core.plugins import get_component
-
         spec = get_component("logger", name)
         section = _logger_settings(settings, spec)
         if any(v is not None for v in overrides.values()):
@@ -167,9 +169,6 @@ def _setting(settings: Any, section: str, key: str, default: Any) -> Any:
 def _logger_settings(settings: Any, spec: Any) -> Any:
     """The logger's settings section: for the core's own loggers, the core section of their name (``wandb``); for
     the others, their model's section, validated now."""
-    from tmrl_core.plugins import CORE_PLUGIN_NAME
-    from tmrl_core.settings import CORE_SECTIONS
-
     if settings is None:
         return None
     if spec.plugin == CORE_PLUGIN_NAME and spec.section in CORE_SECTIONS:
@@ -178,8 +177,6 @@ def _logger_settings(settings: Any, spec: Any) -> Any:
 
 
 def _with_overrides(section: Any, overrides: dict[str, Any]) -> Any:
-    from pydantic import SecretStr
-
     values = dict(section) if section is not None else {}
     for key, value in overrides.items():
         if value is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from tmrl_core.errors import IncompatibleComponentsError, PluginError
@@ -30,6 +31,7 @@ from tmrl_core.specs import resolve
 __all__ = [
     "ACTIVATIONS",
     "EnsembleLinear",
+    "EncoderFactory",
     "EnsembleMLP",
     "FlattenEncoder",
     "VmapEnsemble",
@@ -78,11 +80,14 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-# -- encoders ----------------------------------------------------------------------------------------------------------
-def _flat_size(space: Any) -> int:
-    """Features a flattened observation of ``space`` has (raises for spaces that cannot be flattened)."""
-    from gymnasium import spaces
+#: an env spec's observation encoder: ``encoder(observation_space, **options) -> nn.Module`` with an integer
+#: ``out_features``, or its ``"module:attr"`` path
+EncoderFactory = Callable[..., nn.Module] | str
 
+
+# -- encoders ----------------------------------------------------------------------------------------------------------
+def _flat_size(space: spaces.Space) -> int:
+    """Features a flattened observation of ``space`` has (raises for spaces that cannot be flattened)."""
     if isinstance(space, spaces.Box):
         return int(np.prod(space.shape, dtype=np.int64))
     if isinstance(space, spaces.Discrete):
@@ -109,7 +114,7 @@ class FlattenEncoder(nn.Module):
         observation_space: the environment's observation space (a gymnasium space).
     """
 
-    def __init__(self, observation_space: Any) -> None:
+    def __init__(self, observation_space: spaces.Space) -> None:
         super().__init__()
         self.observation_space = observation_space
         self.out_features: int = _flat_size(observation_space)
@@ -119,9 +124,7 @@ class FlattenEncoder(nn.Module):
         self._flatten(self.observation_space, obs, parts)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
-    def _flatten(self, space: Any, obs: Any, out: list[torch.Tensor]) -> None:
-        from gymnasium import spaces
-
+    def _flatten(self, space: spaces.Space, obs: Any, out: list[torch.Tensor]) -> None:
         if isinstance(space, spaces.Tuple):
             for sub_space, sub_obs in zip(space.spaces, obs, strict=True):
                 self._flatten(sub_space, sub_obs, out)
@@ -135,7 +138,7 @@ class FlattenEncoder(nn.Module):
             out.append(obs.reshape(obs.shape[0], -1).float())
 
 
-def make_encoder(encoder: Any, observation_space: Any, **kwargs: Any) -> nn.Module:
+def make_encoder(encoder: EncoderFactory | None, observation_space: spaces.Space, **kwargs: Any) -> nn.Module:
     """Build the observation encoder an env spec supplies.
 
     Args:

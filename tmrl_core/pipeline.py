@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,14 +33,15 @@ from typing import Any, NoReturn
 import numpy as np
 from gymnasium import spaces
 
-from tmrl_core.errors import CheckpointError, ConfigError, IncompatibleComponentsError, TmrlError
+from tmrl_core.envs import GYM_PREFIX, gym_env_spec
+from tmrl_core.errors import CheckpointError, ComponentError, ConfigError, IncompatibleComponentsError, TmrlError
 from tmrl_core.files import atomic_write_text
-from tmrl_core.metrics import MetricsLogger
+from tmrl_core.metrics import MetricsLogger, read_metrics
 from tmrl_core.paths import run_dir, subdir
-from tmrl_core.plugins import get_component
+from tmrl_core.plugins import get_component, get_plugin_manager
 from tmrl_core.preflight import check_pipeline
 from tmrl_core.runs import RUN_INFO_FILE, write_status
-from tmrl_core.settings import Settings, load_settings
+from tmrl_core.settings import RUN_NAME_MAX_LENGTH, Settings, load_settings
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
 
 log = logging.getLogger("tmrl.pipeline")
@@ -51,8 +53,6 @@ log = logging.getLogger("tmrl.pipeline")
 
 def env_spec(name: str) -> EnvSpec:
     """The env spec registered as ``name``; ``gym:<id>`` names any registered gymnasium environment."""
-    from tmrl_core.envs import GYM_PREFIX, gym_env_spec
-
     if name.startswith(GYM_PREFIX):
         return gym_env_spec(name)
     return get_component("env", name)
@@ -69,8 +69,6 @@ def agent_spec(name: str) -> AgentSpec:
 def default_run_name(env: str, algo: str | None) -> str:
     """The run name used when none is given: the env and the algorithm (``pendulum-sac``, ``gym-Pendulum-v1-sac``),
     so that runs of different envs or algorithms never share a checkpoint by accident."""
-    from tmrl_core.settings import RUN_NAME_MAX_LENGTH
-
     name = "-".join(part for part in (env, algo) if part)
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).lstrip("._-") or "run"
     return name[:RUN_NAME_MAX_LENGTH]
@@ -100,10 +98,6 @@ def blame(exc: BaseException, specs: Sequence[Any]) -> TmrlError | None:
     (or actor, encoder, spaces...) points at that spec; any other module of the same package at the first spec of
     that package. The core's own packages are never blamed here: their errors are the core's.
     """
-    import traceback
-
-    from tmrl_core.errors import ComponentError
-
     if isinstance(exc, TmrlError) or not isinstance(exc, Exception):
         return None
     by_module: dict[str, Any] = {}
@@ -126,8 +120,6 @@ def blame(exc: BaseException, specs: Sequence[Any]) -> TmrlError | None:
 
 def _distribution_of(plugin: str) -> str:
     """The distribution (what ``pip install`` takes) of the plugin registered as ``plugin``."""
-    from tmrl_core.plugins import get_plugin_manager
-
     info = get_plugin_manager().infos.get(plugin)
     return info.distribution if info is not None and info.distribution != "(unknown)" else plugin
 
@@ -213,8 +205,6 @@ class Pipeline:
 
     def component_specs(self) -> list[Any]:
         """The specs of every component this pipeline uses (env, agent, memory, compressor, transport)."""
-        from tmrl_core.plugins import get_component
-
         specs: list[Any] = [self.env, *([self.agent] if self.agent is not None else [])]
         ts = self.settings.training
         for kind, name in (
@@ -561,8 +551,6 @@ class WorkerFailure:
 
 def _report_failure(index: int, exc: BaseException, p: Pipeline | None) -> None:
     """Print the worker's error as its last line, for the parent (see :data:`WORKER_ERROR_MARK`)."""
-    import traceback
-
     error: TmrlError | None = exc if isinstance(exc, TmrlError) else None
     if error is None and p is not None:
         error = blame(exc, p.component_specs())
@@ -882,7 +870,6 @@ def _shorten_warm_up_on_resume(p: Pipeline) -> None:
     checkpoint = subdir("checkpoints", create=False) / f"{p.settings.run.name}.safetensors"
     if not checkpoint.exists():
         return
-    from tmrl_core.metrics import read_metrics
 
     records = read_metrics(p.settings.run.name)
     done = int(records[-1].get("env_steps", 0)) if records else 0

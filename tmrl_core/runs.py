@@ -23,6 +23,7 @@ from typing import Any
 
 from tmrl_core.files import atomic_write_text
 from tmrl_core.loggers import METRICS_FILE
+from tmrl_core.paths import subdir
 
 STATUS_FILE = "status.json"
 RUN_INFO_FILE = "run.json"
@@ -30,8 +31,6 @@ STATUSES = ("running", "finished", "interrupted", "failed")
 
 
 def _runs_root() -> Path:
-    from tmrl_core.paths import subdir
-
     return subdir("runs", create=False)
 
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tmrl_core import AgentSpec, TorchActorModule, TrainingAgent, hookimpl
-from tmrl_core.nn import make_encoder, mlp, polyak_update
+from tmrl_core.nn import EncoderFactory, make_encoder, mlp, polyak_update
+from tmrl_core.settings import SectionValues
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
 
 class DdpgSettings(BaseModel):
@@ -34,7 +38,7 @@ class DdpgSettings(BaseModel):
     hidden_sizes: tuple[int, ...] = Field((256, 256), min_length=1, description="Hidden layers of both networks.")
 
 
-def _settings(settings: Any) -> DdpgSettings:
+def _settings(settings: SectionValues) -> DdpgSettings:
     # the pipeline passes the validated section; tests and scripts may pass a dict or nothing
     return settings if isinstance(settings, DdpgSettings) else DdpgSettings.model_validate(settings or {})
 
@@ -42,7 +46,13 @@ def _settings(settings: Any) -> DdpgSettings:
 class DdpgActor(TorchActorModule):
     """A deterministic policy ``a = mu(o)`` squashed into the Box; exploration adds Gaussian noise when acting."""
 
-    def __init__(self, observation_space: Any, action_space: Any, encoder: Any = None, settings: Any = None) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        encoder: EncoderFactory | None = None,
+        settings: SectionValues = None,
+    ) -> None:
         super().__init__(observation_space, action_space)
         s = _settings(settings)
         self.encoder = make_encoder(encoder, observation_space)  # the env's encoder: any env, same agent
@@ -73,11 +83,11 @@ class DdpgAgent(TrainingAgent):
 
     def __init__(
         self,
-        observation_space: Any,
-        action_space: Any,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         device: str | torch.device = "cpu",
-        encoder: Any = None,
-        settings: Any = None,
+        encoder: EncoderFactory | None = None,
+        settings: SectionValues = None,
     ) -> None:
         super().__init__(observation_space, action_space, device)
         self.settings = s = _settings(settings)

@@ -21,6 +21,7 @@ import typer
 
 from tmrl_core.__about__ import __version__
 from tmrl_core.errors import PluginError, TmrlError
+from tmrl_core.plugins import PluginFailure, get_plugin_manager
 
 if TYPE_CHECKING:
     from tmrl_core.settings import Settings
@@ -152,8 +153,6 @@ def _report_broken_module(module_name: str, exc: BaseException) -> None:
 
 
 def _register_plugin_commands() -> None:
-    from tmrl_core.plugins import PluginFailure, get_plugin_manager
-
     manager = get_plugin_manager()
     # A command registered without a name is named after its function, as typer does.
     taken = {info.name or info.callback.__name__.replace("_", "-") for info in app.registered_commands if info.callback}

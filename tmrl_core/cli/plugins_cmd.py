@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from tmrl_core.plugins import HOOK_NAMES, get_plugin_manager
+
 
 def register(app: typer.Typer) -> None:
     app.command("plugins")(plugins)
@@ -19,8 +21,6 @@ def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """List installed plugins with their distribution, version and components; load failures included."""
-    from tmrl_core.plugins import get_plugin_manager
-
     manager = get_plugin_manager()
     report = plugin_report(manager)
     if as_json:
@@ -31,8 +31,6 @@ def plugins(
 
 def plugin_report(manager: Any) -> dict[str, Any]:
     """What ``tmrl plugins --json`` prints: ``plugins`` (one entry per plugin), ``failures``, ``duplicates``."""
-    from tmrl_core.plugins import HOOK_NAMES
-
     manager.collect_all()  # runs every hook, so that hook failures and duplicates are known below
     duplicates = manager.duplicates()
     conflicted = {(kind, name) for kind in HOOK_NAMES for name in manager.registry(kind).conflicts()}

@@ -5,6 +5,7 @@ Heavy imports (torch, gymnasium, the plugins' code) happen inside the command bo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -196,8 +197,6 @@ def _run_and_report(p: Any, console: Any, workers: OptInt, verbose: bool, log_fi
 
 def _runs_of(env: str, algo: OptStr) -> list[str]:
     """Names of the runs in the data folder that trained ``env`` (with ``algo`` when given), from their run.json."""
-    import json
-
     from tmrl_core.pipeline import RUN_INFO_FILE
 
     names = []

@@ -6,11 +6,15 @@ Neither imports torch; ``tmrl plot`` imports numpy, and matplotlib only for a PN
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from tmrl_core.errors import ConfigError
+from tmrl_core.paths import subdir
 
 OptPath = Optional[Path]  # noqa: UP045 - typer needs Optional on python 3.10
 
@@ -80,8 +84,6 @@ def plot(
     title: str = typer.Option("", "--title", help="A title above the panels."),
 ) -> None:
     """Draw learning curves from the runs' metrics: a PNG (needs tmrl-core[plot]), or text with --terminal."""
-    from tmrl_core.errors import ConfigError
-    from tmrl_core.paths import subdir
     from tmrl_core.plot import DEFAULT_METRICS, curves, match_runs, text_plot, write_png
 
     if x_key not in {"env_steps", "training_steps", "episodes", "time"}:
@@ -96,8 +98,6 @@ def plot(
         )
     x_label = x_key.replace("_", " ")
     if terminal:
-        import shutil
-
         width = min(max(shutil.get_terminal_size((100, 24)).columns, 40), 160)
         for metric, lines in panels:
             typer.echo(text_plot(metric, lines, width=width, x_label=x_label))

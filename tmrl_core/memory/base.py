@@ -29,13 +29,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tmrl_core.buffer import Buffer
 from tmrl_core.compression import check_transition_crc
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
 
 class TorchMemory(ABC):
@@ -65,8 +68,8 @@ class TorchMemory(ABC):
         dataset_path: str | None = "",
         crc_debug: bool = False,
         seed: int | None = None,
-        observation_space: Any = None,
-        action_space: Any = None,
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
     ) -> None:
         self.observation_space = observation_space
         self.action_space = action_space

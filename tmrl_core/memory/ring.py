@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from tmrl_core.memory.persistence import (
 from tmrl_core.memory.sampler import PrefetchSampler
 from tmrl_core.memory.storage import RingStorage
 from tmrl_core.memory.structure import assemble
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "RingMemory", "check_state_format"]
 
@@ -86,8 +89,8 @@ class RingMemory(TorchMemory):
 
     def __init__(
         self,
-        observation_space: Any = None,
-        action_space: Any = None,
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
         device: str | torch.device = "cpu",
         nb_steps: int = 1,
         sample_preprocessor: Callable[..., Any] | None = None,

@@ -67,7 +67,7 @@ from tmrl_core.settings.rtgym import (
 )
 from tmrl_core.settings.sources import RESERVED_ENV_VARS, load_settings, plugin_settings_models, settings_or_load
 from tmrl_core.settings.tree import MASK, KeyPath, is_secret_name, jsonable
-from tmrl_core.settings.validation import coerce_section, validate_model
+from tmrl_core.settings.validation import SectionValues, coerce_section, validate_model
 
 # The names below were private helpers of the single-module settings; tests and the CLI imported them.
 _jsonable = jsonable
@@ -100,6 +100,7 @@ __all__ = [
     "RtgymTiming",
     "RunSettings",
     "Section",
+    "SectionValues",
     "ServerSettings",
     "SettingOrigin",
     "Settings",

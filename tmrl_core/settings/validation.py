@@ -20,6 +20,10 @@ from tmrl_core.settings.tree import MASK, KeyPath, is_secret_name, walk
 
 M = TypeVar("M", bound=BaseModel)
 
+#: what a factory accepts for its settings section: a validated model, a plain dict of its fields, or None (the
+#: defaults); :func:`coerce_section` makes the model of it
+SectionValues = BaseModel | Mapping[str, Any] | None
+
 
 def _field_model(model: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation (``Model``, ``Model | None``), or None."""
@@ -156,7 +160,7 @@ def validate_model(
 
 
 def coerce_section(
-    settings: BaseModel | Mapping[str, Any] | None, model: type[M], *, section: str | None = None, **overrides: Any
+    settings: SectionValues, model: type[M], *, section: str | None = None, **overrides: Any
 ) -> M:
     """``settings`` as an instance of ``model``, with ``overrides`` applied: for factories that accept a validated
     section, a plain dict of its fields, another model's instance or None (the defaults).

@@ -32,13 +32,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pytest
 
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
-def sample_observation(space: Any, rng: np.random.Generator) -> Any:
+    from tmrl_core.agents import ActorModule, TrainingAgent
+    from tmrl_core.pipeline import Pipeline
+
+
+def sample_observation(space: spaces.Space, rng: np.random.Generator) -> Any:
     """One observation of ``space`` (a Box, or a Tuple of Boxes), drawn within its bounds (finite ones)."""
     from gymnasium import spaces
 
@@ -49,7 +55,9 @@ def sample_observation(space: Any, rng: np.random.Generator) -> Any:
     return rng.uniform(low, high).astype(space.dtype)
 
 
-def make_batch(observation_space: Any, action_space: Any, size: int, seed: int, device: str = "cpu") -> tuple:
+def make_batch(
+    observation_space: spaces.Space, action_space: spaces.Box, size: int, seed: int, device: str = "cpu"
+) -> tuple:
     """A batch ``(obs, act, rew, next_obs, terminated, truncated)`` as the memory hands it to ``train``."""
     import torch
 
@@ -110,7 +118,7 @@ class AgentContract:
 
     # -- building ----------------------------------------------------------------------------------------------------
     @pytest.fixture
-    def pipeline(self, tmrl_home: Any, request: pytest.FixtureRequest) -> Any:
+    def pipeline(self, tmrl_home: Path, request: pytest.FixtureRequest) -> Pipeline:
         from tmrl_core.pipeline import prepare
 
         if not self.agent_name:
@@ -119,36 +127,36 @@ class AgentContract:
             request.getfixturevalue("plugin_manager")(*self.plugins, entry_points=self.entry_points)
         return prepare(self.env_name, self.agent_name, sets=list(self.sets))
 
-    def make_agent(self, pipeline: Any) -> Any:
+    def make_agent(self, pipeline: Pipeline) -> TrainingAgent:
         return pipeline.agent_factory()(
             observation_space=pipeline.observation_space, action_space=pipeline.action_space, device="cpu"
         )
 
-    def make_actor(self, pipeline: Any) -> Any:
+    def make_actor(self, pipeline: Pipeline) -> ActorModule:
         return pipeline.actor_factory()(
             observation_space=pipeline.observation_space, action_space=pipeline.action_space
         )
 
     @pytest.fixture
-    def agent(self, pipeline: Any) -> Iterator[Any]:
+    def agent(self, pipeline: Pipeline) -> Iterator[TrainingAgent]:
         import torch
 
         torch.manual_seed(0)
         yield self.make_agent(pipeline)
 
-    def batch(self, pipeline: Any, seed: int) -> tuple:
+    def batch(self, pipeline: Pipeline, seed: int) -> tuple:
         return make_batch(pipeline.observation_space, pipeline.action_space, self.batch_size, seed)
 
-    def train_steps(self, agent: Any, pipeline: Any, steps: int, seed: int) -> list[dict[str, float]]:
+    def train_steps(self, agent: TrainingAgent, pipeline: Pipeline, steps: int, seed: int) -> list[dict[str, float]]:
         calls = steps * int(getattr(agent, "updates_per_step", 1))
         return [agent.train(self.batch(pipeline, seed + k)) for k in range(calls)]
 
-    def observations(self, pipeline: Any, n: int = 5) -> list[Any]:
+    def observations(self, pipeline: Pipeline, n: int = 5) -> list[Any]:
         rng = np.random.default_rng(1)
         return [sample_observation(pipeline.observation_space, rng) for _ in range(n)]
 
     # -- the actor -----------------------------------------------------------------------------------------------------
-    def test_actions_fit_the_action_space(self, pipeline: Any, agent: Any) -> None:
+    def test_actions_fit_the_action_space(self, pipeline: Pipeline, agent: TrainingAgent) -> None:
         space = pipeline.action_space
         for actor in (agent.get_actor(), self.make_actor(pipeline)):
             for obs in self.observations(pipeline):
@@ -160,14 +168,14 @@ class AgentContract:
                     assert np.all(np.isfinite(action)), f"non-finite action {action}"
                     assert space.contains(action), f"action {action} outside {space}"
 
-    def test_test_mode_is_deterministic(self, pipeline: Any, agent: Any) -> None:
+    def test_test_mode_is_deterministic(self, pipeline: Pipeline, agent: TrainingAgent) -> None:
         for actor in (agent.get_actor(), self.make_actor(pipeline)):  # the trainer's and a worker's
             for obs in self.observations(pipeline):
                 first, second = actor.act_(obs, test=True), actor.act_(obs, test=True)
                 assert np.array_equal(first, second), f"{type(actor).__name__}: test=True must not sample"
 
     # -- training ------------------------------------------------------------------------------------------------------
-    def test_train_returns_finite_float_metrics(self, pipeline: Any, agent: Any) -> None:
+    def test_train_returns_finite_float_metrics(self, pipeline: Pipeline, agent: TrainingAgent) -> None:
         assert int(getattr(agent, "updates_per_step", 1)) >= 1, "updates_per_step must be a positive integer"
         all_metrics = self.train_steps(agent, pipeline, self.warmup_steps, seed=10)
         assert all_metrics, "no train call was made"
@@ -177,7 +185,9 @@ class AgentContract:
                 assert isinstance(key, str), f"metric name {key!r} is not a str"
                 assert isinstance(value, float) and math.isfinite(value), f"metric {key}={value!r}: not a finite float"
 
-    def test_state_dict_round_trip_resumes_identically(self, pipeline: Any, agent: Any, tmp_path: Path) -> None:
+    def test_state_dict_round_trip_resumes_identically(
+        self, pipeline: Pipeline, agent: TrainingAgent, tmp_path: Path
+    ) -> None:
         import torch
 
         from tmrl_core.checkpoint import load_state, save_state
@@ -195,7 +205,7 @@ class AgentContract:
         assert next_metrics[1] == next_metrics[0], "the resumed agent trains differently"
         assert _tensors_equal(resumed.state_dict(), agent.state_dict()), "the resumed agent's state differs"
 
-    def test_weights_load_into_a_fresh_actor(self, pipeline: Any, agent: Any) -> None:
+    def test_weights_load_into_a_fresh_actor(self, pipeline: Pipeline, agent: TrainingAgent) -> None:
         from tmrl_core import codec
 
         self.train_steps(agent, pipeline, 1, seed=40)
@@ -207,7 +217,7 @@ class AgentContract:
 
     # -- learning ------------------------------------------------------------------------------------------------------
     @pytest.mark.slow
-    def test_learns(self, pipeline: Any) -> None:
+    def test_learns(self, pipeline: Pipeline) -> None:
         if self.learning_threshold is None:
             pytest.skip("no learning_threshold set for this agent")
         import gymnasium

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -31,11 +33,14 @@ from tmrl_core.buffer import Buffer
 from tmrl_core.envs import is_realtime
 from tmrl_core.worker import RolloutWorker
 
+if TYPE_CHECKING:
+    from tmrl_core.pipeline import Pipeline
+
 
 class RandomActor(ActorModule):
     """Uniformly random actions (seeded), for contract tests that need a policy but no training."""
 
-    def __init__(self, observation_space: Any, action_space: Any, seed: int = 0) -> None:
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, seed: int = 0) -> None:
         super().__init__(observation_space, action_space)
         self.action_space.seed(seed)
 
@@ -43,7 +48,7 @@ class RandomActor(ActorModule):
         return np.asarray(self.action_space.sample())
 
 
-def _contains(space: Any, obs: Any) -> bool:
+def _contains(space: spaces.Space, obs: Any) -> bool:
     if isinstance(space, spaces.Tuple):
         return isinstance(obs, (tuple, list)) and len(obs) == len(space.spaces) and all(
             _contains(s, o) for s, o in zip(space.spaces, obs, strict=True)
@@ -65,10 +70,10 @@ class EnvContract:
     crc_episodes: ClassVar[int] = 3
 
     @pytest.fixture
-    def pipeline(self, tmrl_home: Any) -> Any:
+    def pipeline(self, tmrl_home: Path) -> Pipeline:
         return self._prepare()
 
-    def _prepare(self, *extra: str) -> Any:
+    def _prepare(self, *extra: str) -> Pipeline:
         from tmrl_core.pipeline import prepare
 
         if not self.env_name:
@@ -76,17 +81,17 @@ class EnvContract:
         return prepare(self.env_name, None, sets=[*self.sets, *extra])
 
     @pytest.fixture
-    def env(self, pipeline: Any) -> Iterator[Any]:
+    def env(self, pipeline: Pipeline) -> Iterator[gymnasium.Env]:
         env = pipeline.env_factory()()
         yield env
         env.close()
 
-    def test_the_spec_describes_the_env(self, pipeline: Any, env: Any) -> None:
+    def test_the_spec_describes_the_env(self, pipeline: Pipeline, env: gymnasium.Env) -> None:
         assert env.observation_space == pipeline.observation_space, "EnvSpec.spaces disagrees with the env"
         assert env.action_space == pipeline.action_space, "EnvSpec.spaces disagrees with the env"
         assert pipeline.env.realtime == is_realtime(env), "EnvSpec.realtime must say whether the env is rtgym's"
 
-    def test_reset_and_step_follow_gymnasium(self, env: Any) -> None:
+    def test_reset_and_step_follow_gymnasium(self, env: gymnasium.Env) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rtgym warns about late time steps on busy machines
             obs, info = env.reset(seed=0)
@@ -101,7 +106,7 @@ class EnvContract:
                 if terminated or truncated:
                     break
 
-    def _worker(self, pipeline: Any, crc: bool) -> Any:
+    def _worker(self, pipeline: Pipeline, crc: bool) -> RolloutWorker:
         return RolloutWorker(
             env_cls=pipeline.env_factory(),
             actor_module_cls=RandomActor,
@@ -113,7 +118,7 @@ class EnvContract:
             seed=0,
         )
 
-    def test_a_worker_records_whole_episodes(self, pipeline: Any) -> None:
+    def test_a_worker_records_whole_episodes(self, pipeline: Pipeline) -> None:
         worker = self._worker(pipeline, crc=False)
         try:
             with warnings.catch_warnings():
@@ -127,7 +132,7 @@ class EnvContract:
         finally:
             worker.close()
 
-    def test_the_default_memory_rebuilds_what_the_worker_sent(self, tmrl_home: Any) -> None:
+    def test_the_default_memory_rebuilds_what_the_worker_sent(self, tmrl_home: Path) -> None:
         """CRC debug through the env's default compressor and memory, over several episodes (and resets)."""
         pipeline = self._prepare("worker.crc_debug=true")
         worker = self._worker(pipeline, crc=True)

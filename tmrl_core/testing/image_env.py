@@ -21,6 +21,8 @@ import numpy as np
 from gymnasium import spaces
 from rtgym import DEFAULT_CONFIG_DICT, RealTimeGymInterface
 
+from tmrl_core.envs import GenericGymEnv
+
 SPEED_DIM = 3
 ACT_DIM = 3
 
@@ -202,7 +204,6 @@ def make_image_env(
     action buffer (``rtgym_options`` go to :func:`image_env_config`)."""
     if act_buf_len <= 0:
         return FrameHistory(SyntheticImageEnv(size, max_episode_steps, terminate_prob, seed), history)
-    from tmrl_core.envs import GenericGymEnv
 
     config = image_env_config(act_buf_len, history, size, max_episode_steps, terminate_prob, seed=seed, **rtgym_options)
     return GenericGymEnv(id="real-time-gym-ts-v1", gym_kwargs={"config": config})

@@ -29,16 +29,26 @@ import pytest
 import torch
 
 from tmrl_core.buffer import Buffer
-from tmrl_core.compression import CrcError, CrcRecorder, check_transition_crc, no_compression
+from tmrl_core.compression import CrcError, CrcRecorder, SampleCompressor, check_transition_crc, no_compression
+from tmrl_core.envs import reset_action
 from tmrl_core.memory.base import TorchMemory
+from tmrl_core.plugins import get_component
+from tmrl_core.specs import resolve
 from tmrl_core.testing.image_env import FrameHistory, SyntheticImageEnv
+
+#: an environment's (observation space, action space)
+EnvSpaces = tuple[gymnasium.Space, gymnasium.Space]
+#: the buffers of two workers, and their env's spaces
+WorkerBuffers = tuple[EnvSpaces, list[list[Buffer]]]
+#: a memory holding the workers' buffers, its number of transitions, and the number of samples appended
+Filled = tuple[TorchMemory, int, int]
 
 
 def rollout(
     env: gymnasium.Env,
     n_steps: int,
     *,
-    compressor: Any = None,
+    compressor: SampleCompressor | None = None,
     crc_debug: bool = True,
     seed: int | None = 0,
     max_samples_per_episode: int | None = None,
@@ -47,8 +57,6 @@ def rollout(
     """Run ``env`` with uniformly random actions for at least ``n_steps`` steps (whole episodes) and return the
     buffers a RolloutWorker would send: each starts with a reset sample (action: :func:`tmrl_core.envs.reset_action`)
     and ends with a terminated or truncated sample; ``max_samples_per_episode`` truncates like the worker does."""
-    from tmrl_core.envs import reset_action
-
     rng = np.random.default_rng(seed)
     compress = compressor if compressor is not None else no_compression()
     recorder = CrcRecorder() if crc_debug else None
@@ -96,7 +104,9 @@ def interleave(*workers: list[Buffer]) -> list[Buffer]:
     return out
 
 
-def _check_batch_structure(batch_obs: Any, space: Any, batch_size: int, where: str) -> None:
+def _check_batch_structure(
+    batch_obs: torch.Tensor | tuple, space: gymnasium.Space, batch_size: int, where: str
+) -> None:
     if isinstance(space, gymnasium.spaces.Tuple):
         assert isinstance(batch_obs, tuple), f"{where}: a Tuple space gives a tuple of tensors"
         assert len(batch_obs) == len(space.spaces), f"{where}: {len(batch_obs)} elements, space has {len(space.spaces)}"
@@ -130,13 +140,11 @@ class MemoryContract:
         """The environment whose samples are stored (default: small synthetic frame histories)."""
         return FrameHistory(SyntheticImageEnv(size=8, max_episode_steps=23, terminate_prob=0.05, seed=3), history=3)
 
-    def make_compressor(self, env: gymnasium.Env) -> Any:
-        from tmrl_core.plugins import get_component
-
+    def make_compressor(self, env: gymnasium.Env) -> SampleCompressor:
         factory = get_component("compressor", self.compressor).load()
         return factory(observation_space=env.observation_space, action_space=env.action_space, **self.component_options)
 
-    def make_memory(self, env_spaces: tuple[Any, Any], **kwargs: Any) -> TorchMemory:
+    def make_memory(self, env_spaces: EnvSpaces, **kwargs: Any) -> TorchMemory:
         observation_space, action_space = env_spaces
         options = {
             "device": "cpu",
@@ -150,7 +158,6 @@ class MemoryContract:
         }
         if self.memory_cls is None:
             pytest.fail("a MemoryContract subclass must set memory_cls")
-        from tmrl_core.specs import resolve
 
         memory_cls = resolve(self.memory_cls, what="memory_cls")
         if self.tolerance is not None:
@@ -159,7 +166,7 @@ class MemoryContract:
             observation_space=observation_space, action_space=action_space, **options, **self.component_options
         )
 
-    def check_crc(self, transition: Any) -> None:
+    def check_crc(self, transition: tuple[Any, ...]) -> None:
         """The CRC check of one rebuilt transition, within :attr:`tolerance` when set."""
         tol = self.tolerance or 0.0
         check_transition_crc(*transition, rtol=tol, atol=tol)
@@ -167,7 +174,7 @@ class MemoryContract:
     # -- fixtures ------------------------------------------------------------------------------------------------
     @pytest.fixture(scope="class")
     @classmethod
-    def worker_buffers(cls) -> tuple[tuple[Any, Any], list[list[Buffer]]]:
+    def worker_buffers(cls) -> WorkerBuffers:
         """Buffers of two workers (their own env and compressor each), and the spaces."""
         self = cls()
         workers = []
@@ -184,7 +191,7 @@ class MemoryContract:
         return spaces, workers
 
     @pytest.fixture
-    def filled(self, worker_buffers: Any) -> tuple[TorchMemory, int, int]:
+    def filled(self, worker_buffers: WorkerBuffers) -> Filled:
         """A memory holding every sample of both workers: ``(memory, samples, episodes)``."""
         spaces, workers = worker_buffers
         memory = self.make_memory(spaces)
@@ -196,20 +203,22 @@ class MemoryContract:
         return memory, samples, episodes
 
     # -- the contract --------------------------------------------------------------------------------------------
-    def test_empty_memory_has_no_transition(self, worker_buffers: Any) -> None:
+    def test_empty_memory_has_no_transition(self, worker_buffers: WorkerBuffers) -> None:
         spaces, _ = worker_buffers
         assert len(self.make_memory(spaces)) == 0
 
-    def test_len_counts_transitions_not_reset_samples(self, filled: Any) -> None:
+    def test_len_counts_transitions_not_reset_samples(self, filled: Filled) -> None:
         memory, samples, episodes = filled
         assert len(memory) == samples - episodes
 
-    def test_every_transition_is_rebuilt_exactly(self, filled: Any) -> None:
+    def test_every_transition_is_rebuilt_exactly(self, filled: Filled) -> None:
         memory, _, _ = filled
         for i in range(len(memory)):
             self.check_crc(memory.get_transition(i))
 
-    def test_sampled_batches_pass_crc_and_have_the_batch_format(self, filled: Any, worker_buffers: Any) -> None:
+    def test_sampled_batches_pass_crc_and_have_the_batch_format(
+        self, filled: Filled, worker_buffers: WorkerBuffers
+    ) -> None:
         memory, _, _ = filled
         (observation_space, action_space), _ = worker_buffers
         for _ in range(3):
@@ -222,14 +231,14 @@ class MemoryContract:
                 assert x.dtype == torch.float32 and tuple(x.shape) == (b,), name
             assert set(torch.unique(terminated).tolist()) <= {0.0, 1.0}
 
-    def test_iterating_yields_nb_steps_batches(self, worker_buffers: Any) -> None:
+    def test_iterating_yields_nb_steps_batches(self, worker_buffers: WorkerBuffers) -> None:
         spaces, workers = worker_buffers
         memory = self.make_memory(spaces, nb_steps=3, crc_debug=False)
         for buffer in workers[0]:
             memory.append(buffer)
         assert sum(1 for _ in memory) == 3
 
-    def test_wraparound_keeps_the_newest_transitions(self, worker_buffers: Any) -> None:
+    def test_wraparound_keeps_the_newest_transitions(self, worker_buffers: WorkerBuffers) -> None:
         spaces, workers = worker_buffers
         memory = self.make_memory(spaces, memory_size=self.small_memory_size)
         for buffer in interleave(*workers):
@@ -244,14 +253,14 @@ class MemoryContract:
         newest = memory.get_transition(len(memory) - 1)
         assert newest[6]["tmrl_crc"]["step"] == last[5]["tmrl_crc"]["step"]
 
-    def test_crc_catches_a_corrupted_transition(self, filled: Any) -> None:
+    def test_crc_catches_a_corrupted_transition(self, filled: Filled) -> None:
         memory, _, _ = filled
         prev_obs, act, rew, new_obs, terminated, truncated, info = memory.get_transition(len(memory) // 2)
         with pytest.raises(CrcError) as err:
             self.check_crc((prev_obs, np.asarray(act) + 1, rew, new_obs, terminated, truncated, info))
         assert err.value.component.startswith("act")
 
-    def test_state_dict_resumes_with_identical_batches(self, filled: Any, worker_buffers: Any) -> None:
+    def test_state_dict_resumes_with_identical_batches(self, filled: Filled, worker_buffers: WorkerBuffers) -> None:
         memory, _, _ = filled
         try:
             state = memory.state_dict()

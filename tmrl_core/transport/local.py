@@ -32,6 +32,7 @@ from typing import Any
 from tmrl_core import codec
 from tmrl_core.buffer import DROPPED_ON_SERVER, DROPPED_UNSENDABLE, DROPPED_UNSENT, Buffer
 from tmrl_core.errors import CodecError, TransportError
+from tmrl_core.paths import run_dir
 from tmrl_core.transport.base import ServerEndpoint, TrainerEndpoint, Transport, Weights, WorkerEndpoint
 from tmrl_core.transport.queues import (
     DropOldestQueue,
@@ -61,7 +62,6 @@ def local_address(run_name: str, port: int) -> tuple[str, str]:
     if sys.platform == "win32":
         digest = hashlib.sha256(f"{Path.home()}:{key}".encode()).hexdigest()[:24]
         return rf"\\.\pipe\tmrl-{digest}", "AF_PIPE"
-    from tmrl_core.paths import run_dir
 
     path = run_dir(run_name) / f"server-{port}.sock"
     if len(str(path)) <= _MAX_UNIX_PATH:

@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from tmrl_core import TorchActorModule, TrainingAgent
 from tmrl_core.errors import ConfigError, IncompatibleComponentsError
-from tmrl_core.nn import ACTIVATIONS, EnsembleMLP, VmapEnsemble, make_encoder, mlp, polyak_update
-from tmrl_core.settings import coerce_section
+from tmrl_core.nn import ACTIVATIONS, EncoderFactory, EnsembleMLP, VmapEnsemble, make_encoder, mlp, polyak_update
+from tmrl_core.settings import SectionValues, coerce_section
 from tmrl_sac.settings import SacSettings
 
 __all__ = [
@@ -47,10 +48,8 @@ __all__ = [
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
-def check_action_space(action_space: Any, algo: str = "sac") -> tuple[int, np.ndarray, np.ndarray]:
+def check_action_space(action_space: spaces.Space, algo: str = "sac") -> tuple[int, np.ndarray, np.ndarray]:
     """``(|A|, low, high)`` of a bounded ``Box`` action space; raises IncompatibleComponentsError otherwise."""
-    from gymnasium import spaces
-
     if not isinstance(action_space, spaces.Box):
         raise IncompatibleComponentsError(
             f"{algo} needs continuous actions (a gymnasium Box), got {type(action_space).__name__}",
@@ -77,7 +76,13 @@ class SacActor(TorchActorModule):
         settings: :class:`SacSettings` (``hidden_sizes``, ``activation``) or a subclass, a dict, or None.
     """
 
-    def __init__(self, observation_space: Any, action_space: Any, encoder: Any = None, settings: Any = None) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        encoder: EncoderFactory | None = None,
+        settings: SectionValues = None,
+    ) -> None:
         super().__init__(observation_space, action_space)
         settings = coerce_section(settings, SacSettings)
         act_dim, low, high = check_action_space(action_space)
@@ -133,10 +138,10 @@ class EnsembleCritic(nn.Module):
 
     def __init__(
         self,
-        observation_space: Any,
-        action_space: Any,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         n: int,
-        encoder: Any = None,
+        encoder: EncoderFactory | None = None,
         hidden_sizes: Iterable[int] = (256, 256),
         activation: str = "relu",
         encoder_mode: Literal["shared", "per_critic"] = "shared",
@@ -275,11 +280,11 @@ class SacAgent(TrainingAgent):
 
     def __init__(
         self,
-        observation_space: Any,
-        action_space: Any,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         device: str | torch.device = "cpu",
-        encoder: Any = None,
-        settings: Any = None,
+        encoder: EncoderFactory | None = None,
+        settings: SectionValues = None,
     ) -> None:
         super().__init__(observation_space, action_space, device)
         self.settings = s = coerce_section(settings, self.settings_model)

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from tmrl_core.cli import set_option
+from tmrl_core.cli import set_option, settings_from_cli
+from tmrl_tlspyo.credentials import credentials_dir, describe
+from tmrl_tlspyo.credentials import generate as generate_files
 
 OptPath = Optional[Path]  # noqa: UP045 - typer needs Optional on python 3.10
 
@@ -16,9 +18,6 @@ app = typer.Typer(no_args_is_help=True, help="Generate and inspect TLS credentia
 
 def _directory(directory: Path | None, sets: list[str]) -> tuple[Path, str]:
     """The folder to use and the TLS host name from the settings."""
-    from tmrl_core.cli import settings_from_cli
-    from tmrl_tlspyo.credentials import credentials_dir
-
     settings = settings_from_cli(sets=sets)
     return (directory.expanduser() if directory else credentials_dir(settings.server)), settings.server.tls_hostname
 
@@ -36,8 +35,6 @@ def generate(
     sets: list[str] = set_option(),
 ) -> None:
     """Generate the server's TLS key and certificate and the trainer's weights-signing key pair."""
-    from tmrl_tlspyo.credentials import generate as generate_files
-
     folder, configured_hostname = _directory(directory, sets)
     paths = generate_files(folder, hostname=hostname or configured_hostname, days=days, overwrite=force)
     typer.echo(f"Credentials written to {folder}:")
@@ -61,8 +58,6 @@ def show(
     sets: list[str] = set_option(),
 ) -> None:
     """Show which credential files are present, the certificate's host names and expiry, and fingerprints."""
-    from tmrl_tlspyo.credentials import describe
-
     folder, _ = _directory(directory, sets)
     info = describe(folder)
     typer.echo(f"Credentials folder: {folder}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tmrl_core.errors import TransportError
+from tmrl_core.paths import data_dir
 
 TLS_KEY = "key.pem"
 TLS_CERTIFICATE = "certificate.pem"
@@ -41,8 +42,6 @@ def credentials_dir(settings: Any = None) -> Path:
     configured = getattr(settings, "tls_credentials_directory", None)
     if configured:
         return Path(configured).expanduser()
-    from tmrl_core.paths import data_dir
-
     return data_dir() / "tls"
 
 

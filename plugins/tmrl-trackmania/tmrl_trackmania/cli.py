@@ -5,7 +5,9 @@ Heavy imports (numpy, OpenCV, the environments) happen inside the commands, so `
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import typer
 
 from tmrl_core.cli import set_option
+from tmrl_core.errors import TmrlError
 
 app = typer.Typer(
     help="TrackMania tools: install-plugin, record-reward, check-environment, simulator.",
@@ -46,8 +49,6 @@ def openplanet_candidates(platform: str | None = None, home: Path | None = None)
 
 def default_openplanet_dir(platform: str | None = None, home: Path | None = None) -> Path:
     """OpenPlanet's ``Plugins`` folder, or a :class:`~tmrl_core.errors.TmrlError` saying where to look."""
-    from tmrl_core.errors import TmrlError
-
     candidates = openplanet_candidates(platform, home)
     for path in candidates:
         if path.parent.is_dir():  # OpenplanetNext exists: OpenPlanet ran at least once
@@ -78,8 +79,6 @@ def install_plugin(
     ),
 ) -> None:
     """Copy the TMRL OpenPlanet plugin (it streams the car's telemetry to tmrl) into OpenPlanet's Plugins folder."""
-    import shutil
-
     target_root = openplanet_dir.expanduser() if openplanet_dir is not None else default_openplanet_dir()
     target = target_root / PLUGIN_NAME
     target.mkdir(parents=True, exist_ok=True)
@@ -188,7 +187,6 @@ def check_environment(
 
     Drive yourself: no action is sent. With the simulated game, the simulated car drives itself.
     """
-    from tmrl_core.errors import TmrlError
     from tmrl_trackmania.envs import INTERFACES, TrackmaniaEnv, rtgym_config
 
     if env not in INTERFACES:
@@ -255,7 +253,6 @@ def simulator(
 ) -> None:
     """The simulated game in a window, driven by the arrow keys: test the real capture and keyboard stack without
     the game (trackmania.backend = keyboard)."""
-    from tmrl_core.errors import TmrlError
     from tmrl_trackmania.sim.track import LAYOUTS
     from tmrl_trackmania.sim.window import run_simulator
 
@@ -277,7 +274,6 @@ def simulator(
         raise TmrlError(f"the simulator's window needs Tk: {exc}", hint="e.g. `sudo apt install python3-tk`") from exc
 
     def announce(info: dict) -> None:
-        import json
 
         typer.echo(json.dumps({**info, "pid": os.getpid()}))
         sys.stdout.flush()

@@ -35,10 +35,14 @@ from gymnasium import spaces
 from rtgym import DEFAULT_CONFIG_DICT, RealTimeGymInterface
 from rtgym.envs.real_time_env import RealTimeEnv
 
+from tmrl_core.paths import subdir
+from tmrl_trackmania.capture import Preprocessor
 from tmrl_trackmania.control import action_to_inputs
+from tmrl_trackmania.game import open_game
 from tmrl_trackmania.lidar import NB_BEAMS, Lidar
 from tmrl_trackmania.reward import RewardFunction, Trajectory
 from tmrl_trackmania.settings import TrackmaniaSettings, coerce_settings
+from tmrl_trackmania.sim.track import build_track
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +78,6 @@ def reward_file(settings: TrackmaniaSettings) -> Path:
     """Where the reference trajectory is read from and recorded to."""
     if settings.reward_path is not None:
         return Path(settings.reward_path).expanduser()
-    from tmrl_core.paths import subdir
-
     name = f"trackmania-sim-{settings.sim.track}.npz" if settings.backend == "simulated" else "trackmania.npz"
     return subdir("reward", create=False) / name
 
@@ -84,8 +86,6 @@ def load_trajectory(settings: TrackmaniaSettings) -> Trajectory:
     """The reference trajectory; the simulator falls back to its track's centre line when none was recorded."""
     path = reward_file(settings)
     if settings.backend == "simulated" and settings.reward_path is None and not path.is_file():
-        from tmrl_trackmania.sim.track import build_track
-
         log.info("no recorded trajectory at %s: the reward follows the simulated track's centre line", path)
         return Trajectory.from_path(build_track(settings.sim.track).positions3d(), settings.reward_spacing)
     return Trajectory.load(path)
@@ -140,8 +140,6 @@ class TrackmaniaInterface(RealTimeGymInterface):
     kind: ClassVar[str] = "base"
 
     def __init__(self, settings: TrackmaniaSettings | dict | None = None, **overrides: Any) -> None:
-        from tmrl_trackmania.game import open_game
-
         self.settings = coerce_settings(settings, **overrides)
         s = self.settings
         self.trajectory = load_trajectory(s)
@@ -270,8 +268,6 @@ class FullInterface(TrackmaniaInterface):
 
     def __init__(self, settings: TrackmaniaSettings | dict | None = None, **overrides: Any) -> None:
         super().__init__(settings, **overrides)
-        from tmrl_trackmania.capture import Preprocessor
-
         s = self.settings
         self.preprocess = Preprocessor(s.img_width, s.img_height, s.grayscale)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tmrl_trackmania.capture import FrameSource
-from tmrl_trackmania.control import Controller
+from tmrl_trackmania.capture import FrameSource, WindowFrameSource
+from tmrl_trackmania.control import Controller, GamepadController, KeyboardController
 from tmrl_trackmania.settings import TrackmaniaSettings
+from tmrl_trackmania.sim.backend import SimulatedController, SimulatedFrameSource
+from tmrl_trackmania.sim.game import SimulatedGame
 from tmrl_trackmania.telemetry import TelemetryClient
 
 
@@ -47,24 +49,15 @@ def open_game(settings: TrackmaniaSettings, *, connect: bool = True) -> GameLink
     """Connect to the game (or start the simulated one) as ``settings.backend`` says."""
     sim = None
     if settings.backend == "simulated":
-        from tmrl_trackmania.sim.backend import SimulatedController, SimulatedFrameSource
-        from tmrl_trackmania.sim.game import SimulatedGame
-
         sim = SimulatedGame(settings.sim, host=settings.telemetry_host, port=settings.effective_port()).start()
         frames: FrameSource = SimulatedFrameSource(sim, settings.window_width, settings.window_height)
         controller: Controller = SimulatedController(sim)
         port = sim.port
     else:
-        from tmrl_trackmania.capture import WindowFrameSource
-
         port = settings.effective_port()
         if settings.backend == "gamepad":
-            from tmrl_trackmania.control import GamepadController
-
             controller = GamepadController()
         else:
-            from tmrl_trackmania.control import KeyboardController
-
             controller = KeyboardController()
         try:
             frames = WindowFrameSource(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tmrl_core.errors import TmrlError
+from tmrl_trackmania.telemetry import TelemetryClient, TelemetryError
 
 TRAJECTORY_VERSION = 1
 #: reward per trajectory point of progress
@@ -218,7 +219,7 @@ class RewardFunction:
 
 
 def record_trajectory(
-    telemetry: object,
+    telemetry: TelemetryClient,
     *,
     spacing: float = 0.1,
     timeout: float = 600.0,
@@ -233,9 +234,6 @@ def record_trajectory(
     the driver respawns to start. It starts again when the car respawns (the race distance goes back), and stops at
     the first finished record. ``on_start`` is called once recording has started.
     """
-    from tmrl_trackmania.telemetry import TelemetryClient, TelemetryError
-
-    assert isinstance(telemetry, TelemetryClient)
     deadline = time.monotonic() + timeout
     positions: list[np.ndarray] = []
     seq = None

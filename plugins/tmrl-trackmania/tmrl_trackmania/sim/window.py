@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tmrl_trackmania.settings import SimSettings
+from tmrl_trackmania.sim.game import SimulatedGame
 
 #: X keysyms of the keys the simulated game reads (the ones :class:`~tmrl_trackmania.control.KeyboardController`
 #: presses), and what they do.
@@ -92,7 +96,7 @@ class SimulatorWindow:
 
     def __init__(
         self,
-        game: Any,
+        game: SimulatedGame,
         *,
         title: str = "Trackmania",
         width: int = 256,
@@ -196,9 +200,6 @@ def run_simulator(
     announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Start the simulated game with its window; returns when the window is closed (or on SIGTERM/SIGINT)."""
-    from tmrl_trackmania.settings import SimSettings
-    from tmrl_trackmania.sim.game import SimulatedGame
-
     game = SimulatedGame(SimSettings(track=track, time_scale=time_scale, countdown=countdown), host=host, port=port)
     game.start()
     window = SimulatorWindow(game, title=title, width=width, height=height, x=x, y=y, dump=dump)
@@ -214,8 +215,6 @@ def run_simulator(
 
 
 def _announce_json(info: dict[str, Any]) -> None:
-    import os
-
     print(json.dumps({**info, "pid": os.getpid()}), flush=True)
 
 
