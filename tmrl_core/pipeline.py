@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from gymnasium import spaces
@@ -43,6 +43,12 @@ from tmrl_core.preflight import check_pipeline
 from tmrl_core.runs import RUN_INFO_FILE, write_status
 from tmrl_core.settings import RUN_NAME_MAX_LENGTH, Settings, load_settings
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import TextIO
+
+    from tmrl_core.worker import RolloutWorker
 
 log = logging.getLogger("tmrl.pipeline")
 
@@ -475,13 +481,13 @@ def build_worker(
     )
 
 
-def warm_up_share(settings: Any) -> int:
+def warm_up_share(settings: Settings) -> int:
     """One worker's part of the warm-up (``training.random_steps`` shared by ``worker.count`` workers, rounded up)."""
     total = settings.training.random_steps or 0
     return -(-total // max(1, settings.worker.count))
 
 
-def run_worker(p: Pipeline, worker: Any) -> None:
+def run_worker(p: Pipeline, worker: RolloutWorker) -> None:
     """The worker's loop for this pipeline: ``run_synchronous`` when env steps per model are bounded, else ``run``."""
     if p.synchronous and not worker.expert:
         worker.run_synchronous(max_steps_per_update=p.steps_per_model)
@@ -527,7 +533,7 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="tmrl-parent-watch", daemon=True).start()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     # once: a second signal must not interrupt the cleanup that the first one started
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -583,7 +589,7 @@ def exit_without_teardown(status: int) -> NoReturn:
     os._exit(status)
 
 
-def worker_process_main(stdin: Any = None) -> int:
+def worker_process_main(stdin: TextIO | None = None) -> int:
     """Entry point of a worker process: reads ``{"env", "algo", "settings", "index", "parent_pid"}`` as JSON on
     stdin, runs the worker until SIGTERM/SIGINT (or the parent's death). An error ends it with status 1 after a
     last line that reports it (:data:`WORKER_ERROR_MARK`)."""

@@ -26,9 +26,12 @@ import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tmrl_core.devices import resolve_device
+
+if TYPE_CHECKING:
+    from tmrl_core.settings import Settings
 
 log = logging.getLogger("tmrl.placement")
 
@@ -202,7 +205,7 @@ def configure_torch(placement: Placement, *, flush_denormal: bool = True) -> Non
     )
 
 
-def place_trainer(settings: Any, *, local_workers: int, lockstep: bool, realtime: bool) -> Placement:
+def place_trainer(settings: Settings, *, local_workers: int, lockstep: bool, realtime: bool) -> Placement:
     """Plan and apply the trainer's placement from the settings (``training.threads``, ``training.device``,
     ``training.flush_denormal``)."""
     ts = settings.training

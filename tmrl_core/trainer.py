@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
@@ -41,6 +41,12 @@ from tmrl_core.runs import write_status
 from tmrl_core.settings import Settings, settings_or_load
 from tmrl_core.transport.base import Transport
 from tmrl_core.transport.factory import make_transport
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from tmrl_core.agents import TorchActorModule
+    from tmrl_core.transport.base import TrainerEndpoint
 
 log = logging.getLogger("tmrl.trainer")
 
@@ -80,10 +86,10 @@ def count_env_steps(buffer: Buffer) -> tuple[int, int]:
 class _Interface:
     """What :meth:`TorchTrainingOffline.run_epoch` talks to: the trainer's endpoint (or nothing, offline)."""
 
-    def __init__(self, endpoint: Any = None) -> None:
+    def __init__(self, endpoint: TrainerEndpoint | None = None) -> None:
         self.endpoint = endpoint
 
-    def broadcast_model(self, actor: Any) -> None:
+    def broadcast_model(self, actor: TorchActorModule) -> None:
         if self.endpoint is not None:
             self.endpoint.send_weights(actor.state_dict())
 
@@ -267,7 +273,7 @@ class TorchTrainingOffline:
 
     # -- epochs and rounds ----------------------------------------------------------------------------------------
     def run_epoch(
-        self, interface: Any = None, on_round: Callable[[dict[str, Any]], None] | None = None
+        self, interface: _Interface | None = None, on_round: Callable[[dict[str, Any]], None] | None = None
     ) -> list[dict[str, Any]]:
         """Run the rest of the current epoch (all its rounds, or until stop / budget); returns per-round metrics,
         also given to ``on_round`` as soon as each round ends."""
@@ -292,7 +298,7 @@ class TorchTrainingOffline:
             log.info("epoch profile:\n%s", out.getvalue())
         return stats
 
-    def run_round(self, interface: Any) -> dict[str, Any]:
+    def run_round(self, interface: _Interface) -> dict[str, Any]:
         """One round of ``steps`` training steps; returns its metrics."""
         t_start = time.perf_counter()
         round_index = self.round
@@ -744,7 +750,7 @@ class Trainer:
             return None
         stop_event = self.training.stop_event
 
-        def handler(signum: int, frame: Any) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
             if stop_event.is_set():
                 raise KeyboardInterrupt
             log.warning("trainer: Ctrl-C: stopping after a checkpoint (press again to abort without one)")

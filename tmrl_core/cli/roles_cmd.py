@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tmrl_core.cli import log_option, logging_overrides, set_option, settings_from_cli
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 OptInt = Optional[int]  # noqa: UP045 - typer needs Optional on python 3.10
 OptStr = Optional[str]  # noqa: UP045
@@ -36,7 +39,7 @@ def _logging(verbose: bool, role: str) -> None:
 def _sigterm_as_interrupt() -> None:
     """SIGTERM ends the command like Ctrl-C does (process managers and tests send it)."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 

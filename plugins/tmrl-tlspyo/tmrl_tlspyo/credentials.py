@@ -23,10 +23,13 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tmrl_core.errors import TransportError
 from tmrl_core.paths import data_dir
+
+if TYPE_CHECKING:
+    from tmrl_core.settings import ServerSettings
 
 TLS_KEY = "key.pem"
 TLS_CERTIFICATE = "certificate.pem"
@@ -37,7 +40,7 @@ ALL_FILES = (TLS_KEY, TLS_CERTIFICATE, SIGNING_KEY, SIGNING_PUBLIC_KEY)
 _GENERATE_HINT = "run `tmrl tls generate` (and copy the files to each machine as `tmrl tls show` says)"
 
 
-def credentials_dir(settings: Any = None) -> Path:
+def credentials_dir(settings: ServerSettings | None = None) -> Path:
     """The folder of the credentials: ``server.tls_credentials_directory``, else ``<data>/tls``."""
     configured = getattr(settings, "tls_credentials_directory", None)
     if configured:

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tmrl_trackmania.settings import coerce_settings
+from tmrl_trackmania.settings import SettingsValues, coerce_settings
 
 
-def full_options(settings: Any = None) -> dict[str, Any]:
+def full_options(settings: SettingsValues = None) -> dict[str, Any]:
     """``trackmania-full``: (speed, gear, rpm, images, *actions)."""
     return {"act_buf_len": coerce_settings(settings).act_buf_len, "history_index": 3}
 
 
-def lidar_options(settings: Any = None) -> dict[str, Any]:
+def lidar_options(settings: SettingsValues = None) -> dict[str, Any]:
     """``trackmania-lidar``: (speed, lidar, *actions)."""
     return {"act_buf_len": coerce_settings(settings).act_buf_len, "history_index": 1}
 
 
-def lidar_progress_options(settings: Any = None) -> dict[str, Any]:
+def lidar_progress_options(settings: SettingsValues = None) -> dict[str, Any]:
     """``trackmania-lidar-progress``: (speed, progress, lidar, *actions)."""
     return {"act_buf_len": coerce_settings(settings).act_buf_len, "history_index": 2}

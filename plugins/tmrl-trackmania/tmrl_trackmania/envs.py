@@ -41,7 +41,7 @@ from tmrl_trackmania.control import action_to_inputs
 from tmrl_trackmania.game import open_game
 from tmrl_trackmania.lidar import NB_BEAMS, Lidar
 from tmrl_trackmania.reward import RewardFunction, Trajectory
-from tmrl_trackmania.settings import TrackmaniaSettings, coerce_settings
+from tmrl_trackmania.settings import SettingsValues, TrackmaniaSettings, coerce_settings
 from tmrl_trackmania.sim.track import build_track
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,7 @@ def rtgym_config(interface: type[TrackmaniaInterface], settings: TrackmaniaSetti
     return config
 
 
-def _make(name: str, settings: Any, overrides: dict[str, Any]) -> TrackmaniaEnv:
+def _make(name: str, settings: SettingsValues, overrides: dict[str, Any]) -> TrackmaniaEnv:
     s = coerce_settings(settings, **overrides)
     return TrackmaniaEnv(rtgym_config(INTERFACES[name], s))
 
@@ -416,21 +416,21 @@ def make_lidar_progress(settings: TrackmaniaSettings | dict | None = None, **ove
 # -- what the trainer needs without a game -------------------------------------------------------------------------
 
 
-def _spaces(name: str, settings: Any) -> tuple[spaces.Tuple, spaces.Box]:
+def _spaces(name: str, settings: SettingsValues) -> tuple[spaces.Tuple, spaces.Box]:
     s = coerce_settings(settings)
     inner = INTERFACES[name].observation_space_for(s)
     act = action_space()
     return spaces.Tuple((*inner.spaces, *([act] * s.act_buf_len))), act
 
 
-def spaces_full(settings: Any = None) -> tuple[spaces.Tuple, spaces.Box]:
+def spaces_full(settings: SettingsValues = None) -> tuple[spaces.Tuple, spaces.Box]:
     """``(observation_space, action_space)`` of ``trackmania-full``, action buffer included."""
     return _spaces("trackmania-full", settings)
 
 
-def spaces_lidar(settings: Any = None) -> tuple[spaces.Tuple, spaces.Box]:
+def spaces_lidar(settings: SettingsValues = None) -> tuple[spaces.Tuple, spaces.Box]:
     return _spaces("trackmania-lidar", settings)
 
 
-def spaces_lidar_progress(settings: Any = None) -> tuple[spaces.Tuple, spaces.Box]:
+def spaces_lidar_progress(settings: SettingsValues = None) -> tuple[spaces.Tuple, spaces.Box]:
     return _spaces("trackmania-lidar-progress", settings)

@@ -178,8 +178,10 @@ _ORIGINAL_REWARD_KEYS = {
 }
 
 
-def coerce_settings(
-    settings: TrackmaniaSettings | Mapping[str, Any] | None = None, **overrides: Any
-) -> TrackmaniaSettings:
+#: what the env factories and component options accept as settings: the validated section, a raw dict, or None
+SettingsValues = TrackmaniaSettings | Mapping[str, Any] | None
+
+
+def coerce_settings(settings: SettingsValues = None, **overrides: Any) -> TrackmaniaSettings:
     """Settings from a validated section, a raw dict, or None (defaults), with keyword overrides applied."""
     return coerce_section(settings, TrackmaniaSettings, section="trackmania", **overrides)
