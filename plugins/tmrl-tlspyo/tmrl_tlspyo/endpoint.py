@@ -28,8 +28,16 @@ import tlspyo.client
 from tlspyo.local_protocol_for_client import LocalProtocolForClient
 
 from tmrl_core.errors import CodecError
-from tmrl_tlspyo.link import HEADER_SIZE, NetworkProcess, open_link, run_reactor, split_frames, stop_reactor
-from tmrl_tlspyo.serialization import Deserializer, serialize
+from tmrl_tlspyo.link import (
+    HEADER_SIZE,
+    NetworkProcess,
+    open_link,
+    run_reactor,
+    split_frames,
+    stop_reactor,
+    tlspyo_options,
+)
+from tmrl_tlspyo.serialization import serialize
 
 log = logging.getLogger("tmrl.transport.tlspyo")
 
@@ -218,18 +226,13 @@ class TmrlEndpoint:
             ip_server=host,
             port_server=port,
             password=password,
-            serializer=serialize,
-            deserializer=Deserializer(max_frame),
             groups=(group,),
-            local_com_port=link_port,
-            header_size=HEADER_SIZE,
-            security="TCP" if security is None else "TLS",
-            keys_dir=keys_dir,
             hostname=hostname,
             recon_max_delay=reconnect_max_delay,
             recon_initial_delay=reconnect_delay,
             recon_factor=1.5,
             recon_jitter=0.1,
+            **tlspyo_options(link_port, max_frame, security, keys_dir),
         )
         self._process = NetworkProcess(
             self._client.run,

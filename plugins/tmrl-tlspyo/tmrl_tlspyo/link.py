@@ -26,7 +26,7 @@ from twisted.internet.protocol import ClientFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 
 from tmrl_core.errors import CodecError, TransportError
-from tmrl_tlspyo.serialization import serialize
+from tmrl_tlspyo.serialization import Deserializer, serialize
 
 HEADER_SIZE = 10
 HEADER = re.compile(rb"[0-9]+ *")
@@ -59,6 +59,19 @@ def ignore_interrupts() -> None:
     """In a network process: Ctrl-C in a terminal reaches the whole process group, but the process that started
     this one decides when it stops (through the local link), after delivering what it still holds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def tlspyo_options(link_port: int, max_frame: int, security: str | None, keys_dir: str | None) -> dict[str, object]:
+    """What the relay's and the endpoints' tlspyo objects are built with alike: the core codec as serializer, the
+    local link with its framing, and TCP or TLS."""
+    return {
+        "serializer": serialize,
+        "deserializer": Deserializer(max_frame),
+        "local_com_port": link_port,
+        "header_size": HEADER_SIZE,
+        "security": "TCP" if security is None else "TLS",
+        "keys_dir": keys_dir,
+    }
 
 
 class NetworkSide(Protocol):

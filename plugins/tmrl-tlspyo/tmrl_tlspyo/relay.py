@@ -47,8 +47,7 @@ from tlspyo.local_protocol_for_server import LocalProtocolForServer
 from tmrl_core import codec
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_tlspyo import credentials
-from tmrl_tlspyo.link import HEADER, HEADER_SIZE, NetworkProcess, open_link, run_reactor, stop_reactor
-from tmrl_tlspyo.serialization import Deserializer, serialize
+from tmrl_tlspyo.link import HEADER, HEADER_SIZE, NetworkProcess, open_link, run_reactor, stop_reactor, tlspyo_options
 
 log = logging.getLogger("tmrl.transport.tlspyo")
 # tlspyo logs every connection attempt at INFO through its own handler; ours say what matters
@@ -463,12 +462,7 @@ class TmrlRelay:
             policy=policy,
             bind=bind,
             port=port,
-            serializer=serialize,
-            deserializer=Deserializer(policy.max_frame_bytes),
-            local_com_port=link_port,
-            header_size=HEADER_SIZE,
-            security="TCP" if security is None else "TLS",
-            keys_dir=keys_dir,
+            **tlspyo_options(link_port, policy.max_frame_bytes, security, keys_dir),
         )
         self._process = NetworkProcess(
             self._server.run,
