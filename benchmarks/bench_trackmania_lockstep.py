@@ -8,7 +8,7 @@ with the observation taken 40 ms into it, as rtgym does with the default ``start
 ``--utd`` training steps once ``--start`` samples are stored (``training.start_training``), as the plugin's default
 ``training.when_behind=wait`` holds ``tmrl run``. A deterministic test episode every ``--test-every`` training
 episodes. What this leaves out: the worker's and trainer's processes, rtgym's threads and the transport, so a figure
-here is a lower bound of what ``tmrl run`` needs, not a substitute for it.
+here is what an idealised ``tmrl run`` would reach, not a substitute for its figures.
 
     python benchmarks/bench_trackmania_lockstep.py [--algo sac] [--track default] [--seed 0] [--env-steps 20000]
         [--start 1000] [--random 0] [--utd 1] [--test-every 5] [--set sac.KEY=JSON] [--set trackmania.KEY=JSON]
