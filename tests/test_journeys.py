@@ -44,6 +44,13 @@ def run_faulty_env(run_tmrl: Callable[..., TmrlResult], *args: str) -> TmrlResul
     return run_tmrl("run", "--env", "faulty-env", *args, *FAST, env=with_faulty_plugin(), timeout=300)
 
 
+def assert_the_one_error(result: TmrlResult, error_line: str) -> None:
+    """A failed run that says ``error_line`` as its only 'Error:' line, and nothing of an internal error."""
+    assert result.returncode == 1, result
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [error_line], result
+    assert "Internal error" not in result.stderr and "please report" not in result.stderr, result
+
+
 def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -110,11 +117,8 @@ def test_budgets_default_run_name_and_test_from_run_json(run_tmrl, tmrl_home: Pa
 @pytest.mark.slow
 def test_an_env_factory_error_names_the_plugin_and_is_in_the_log(run_tmrl, tmrl_home: Path) -> None:
     result = run_faulty_env(run_tmrl, "--set", "faulty_env.fail=factory")
-    assert result.returncode == 1, result
     expected = "error in env 'faulty-env' from plugin tmrl-faulty: OSError: cannot open /dev/faulty-device"
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert error_lines == [f"Error: worker-0 failed: {expected}: no such device"], result
-    assert "Internal error" not in result.stderr and "please report" not in result.stderr, result
+    assert_the_one_error(result, f"Error: worker-0 failed: {expected}: no such device")
     log = (tmrl_home / "runs" / "faulty-env-sac" / "run.log").read_text()
     assert expected in log and "Traceback" in log and "make_faulty_env" in log
     assert "test it" not in result.stdout
@@ -142,11 +146,8 @@ def test_an_actor_that_cannot_be_built_stops_the_warm_up_and_names_the_plugin(ru
         "--set", "training.random_steps=1000000", "--set", "training.start_training=1000000",
         "--env-steps", "2000000", env=with_faulty_plugin(), timeout=300,
     )  # fmt: skip
-    assert result.returncode == 1, result
     expected = "error in agent 'boom-actor' from plugin tmrl-faulty: RuntimeError: the boom actor cannot be built"
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert error_lines == [f"Error: worker-0 failed: {expected}"], result
-    assert "Internal error" not in result.stderr and "please report" not in result.stderr, result
+    assert_the_one_error(result, f"Error: worker-0 failed: {expected}")
     log = (tmrl_home / "runs" / "faulty-env-boom-actor" / "run.log").read_text()
     assert expected in log and "tmrl_faulty/agent.py" in log and "Traceback" in log
     lines = [json.loads(line) for line in record.read_text().splitlines()]

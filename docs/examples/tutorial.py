@@ -440,15 +440,16 @@ class MyTrainingAgent(TrainingAgent):
         observation_space=None,
         action_space=None,
         device=None,
-        model_cls=MyActorCriticModule,
-        gamma=0.99,
-        polyak=0.995,
-        alpha=0.2,
-        lr_actor=1e-3,
-        lr_critic=1e-3,
-        lr_entropy=1e-3,
-        learn_entropy_coef=True,
-        target_entropy=None,
+        *,  # the hyperparameters: given once, by training_agent_cls below
+        model_cls,
+        gamma,
+        polyak,
+        alpha,
+        lr_actor,
+        lr_critic,
+        lr_entropy,
+        learn_entropy_coef,
+        target_entropy,
     ):
         super().__init__(observation_space=observation_space, action_space=action_space, device=device)
         model = model_cls(observation_space, action_space)

@@ -41,14 +41,7 @@ class DropOldestQueue(Generic[T]):
     def put(self, item: T) -> list[T]:
         """Append ``item``; returns the oldest items dropped to stay within the limit (usually none)."""
         self._append(item)
-        dropped = []
-        while self.weight > self.limit and len(self._items) > 1:
-            old, size = self._items.popleft()
-            self.weight -= size
-            self.dropped += 1
-            self.dropped_weight += size
-            dropped.append(old)
-        return dropped
+        return self._drop_over_limit()
 
     def add(self, item: T) -> None:
         """Append ``item`` without dropping anything, for a producer that waited while the queue was :attr:`full`
@@ -79,6 +72,15 @@ class DropOldestQueue(Generic[T]):
         returns the dropped ones."""
         for item in reversed(items):
             self.put_back(item)
+        return self._drop_over_limit()
+
+    @property
+    def full(self) -> bool:
+        """Whether the total weight reached the limit (a producer that can wait should)."""
+        return self.weight >= self.limit
+
+    def _drop_over_limit(self) -> list[T]:
+        """Drop the oldest items while the total weight is over the limit (the newest always stays); returns them."""
         dropped = []
         while self.weight > self.limit and len(self._items) > 1:
             old, size = self._items.popleft()
@@ -87,11 +89,6 @@ class DropOldestQueue(Generic[T]):
             self.dropped_weight += size
             dropped.append(old)
         return dropped
-
-    @property
-    def full(self) -> bool:
-        """Whether the total weight reached the limit (a producer that can wait should)."""
-        return self.weight >= self.limit
 
     def _append(self, item: T) -> None:
         size = self._weight(item)
