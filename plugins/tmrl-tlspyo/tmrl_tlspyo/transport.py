@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from tmrl_core import Buffer, codec
-from tmrl_core.buffer import DROPPED_UNSENDABLE, DROPPED_UNSENT
 from tmrl_core.errors import CodecError, TransportError
 from tmrl_core.transport import (
+    DROPPED_UNSENDABLE,
+    DROPPED_UNSENT,
     DropOldestQueue,
     DropReports,
     NewestSlot,

@@ -61,20 +61,3 @@ def test_original_config_env_section_migrates():
     assert window == (958, 488, False, 3)
     assert (section.time_step_duration, section.act_buf_len, section.ep_max_length) == (0.06, 3, 800)
     assert (section.end_of_track, section.min_steps, section.max_stray, section.sleep_time_at_reset) == (50, 40, 80, 2)
-
-
-@pytest.mark.parametrize("env", ["trackmania-full", "trackmania-lidar", "trackmania-lidar-progress"])
-def test_training_waits_for_the_trainer_and_has_no_random_warm_up_by_default(tmrl_home, env):
-    """A trainer slower than the game holds the worker between episodes at one training step per env step (else a
-    slow trainer's test policy never leaves the start line), and the first actions are the policy's, not uniform
-    random ones; a user's settings still win."""
-    from tmrl_core.pipeline import prepare
-
-    p = prepare(env, "sac")
-    ts = p.settings.training
-    assert (ts.when_behind, ts.max_training_steps_per_env_step, ts.random_steps) == ("wait", 1.0, 0)
-    assert p.synchronous and p.steps_per_model == 1  # the worker waits for new weights after every episode
-    assert p.settings.origin("training.when_behind") == f"defaults of env '{env}'"
-    mine = prepare(env, "sac", sets=["training.when_behind=continue", "training.random_steps=50"])
-    assert (mine.settings.training.when_behind, mine.settings.training.random_steps) == ("continue", 50)
-    assert not mine.synchronous
