@@ -86,6 +86,27 @@ def test_the_tuner_measures_again_after_its_exploit_steps(restore_torch: None) -
     assert tuner.probes == 2 and tuner.probing
 
 
+def test_the_first_choice_is_measured_again_soon_then_less_and_less_often(restore_torch: None) -> None:
+    """The first measurement happens while the run starts and can be wrong: it is redone after 200 steps, the next
+    after 800, then every 3,000."""
+    tuner = ThreadTuner([1, 2], probe_steps=2, settle_steps=0)
+    starting = {1: 0.01, 2: 0.02}  # two threads look slow while a worker imports torch beside the trainer
+    _feed(tuner, starting, 4)
+    assert tuner.probes == 1 and tuner.current == 1 and not tuner.probing
+    _feed(tuner, {1: 0.01, 2: 0.005}, 199)
+    assert tuner.probes == 1
+    _feed(tuner, {1: 0.01, 2: 0.005}, 1 + 4)  # the 200th step ends the first choice; 2 threads win now
+    assert tuner.probes == 2 and tuner.current == 2 and not tuner.probing
+    _feed(tuner, {1: 0.01, 2: 0.005}, 799)
+    assert tuner.probes == 2
+    _feed(tuner, {1: 0.01, 2: 0.005}, 1 + 4)
+    assert tuner.probes == 3 and not tuner.probing
+    _feed(tuner, {1: 0.01, 2: 0.005}, 2999)
+    assert tuner.probes == 3
+    _feed(tuner, {1: 0.01, 2: 0.005}, 1)
+    assert tuner.probes == 4
+
+
 def test_configure_torch_flushes_denormals_in_the_training_thread(restore_torch: None) -> None:
     tiny = torch.tensor([1e-40])  # a float32 denormal
     assert (tiny * 1.0).item() != 0.0

@@ -78,8 +78,11 @@ class ThreadTuner:
     Each candidate (in increasing order) runs ``probe_steps`` steps after ``settle_steps`` unmeasured ones; the
     escalation stops at the first candidate slower than the best so far, and a candidate is dropped at once when one
     of its steps takes ``give_up`` times the best median (a busy machine makes spinning threads crawl). The fastest
-    is then kept for ``exploit_steps`` steps, or until steps take ``give_up`` times longer than measured (the load
-    changed), and the candidates are measured again.
+    is then kept for ``first_exploit_steps`` steps, four times as many after each new measurement up to
+    ``exploit_steps``, or until steps take ``give_up`` times longer than measured (the load changed), and the
+    candidates are measured again. The first measurement is taken while the run starts (a worker importing torch
+    beside the trainer, the allocator warming up) and can prefer fewer threads than the run's steady state does:
+    measuring again soon corrects it for the cost of a few dozen steps.
 
     Call :meth:`record` after every training step with its duration, from the thread that trains.
     """
@@ -91,11 +94,13 @@ class ThreadTuner:
         probe_steps: int = 10,
         settle_steps: int = 2,
         exploit_steps: int = 3000,
+        first_exploit_steps: int = 200,
         give_up: float = 2.0,
     ) -> None:
         self.candidates = sorted({max(1, int(c)) for c in candidates})
         self.probe_steps, self.settle_steps = probe_steps, settle_steps
         self.exploit_steps, self.give_up = exploit_steps, give_up
+        self.first_exploit_steps = max(1, first_exploit_steps)
         self.step_seconds: dict[int, float] = {}  # median seconds per step of each candidate, last probe
         self.probes = 0
         self.current = self.candidates[0]
@@ -150,7 +155,7 @@ class ThreadTuner:
         assert best is not None
         self._queue = None
         self._chosen_seconds = self._ema = best[1]
-        self._left = self.exploit_steps
+        self._left = min(self.exploit_steps, self.first_exploit_steps * 4 ** (self.probes - 1))
         self._apply(best[0])
         log.info(
             "trainer: %d torch thread(s) chosen (ms per training step: %s)",
