@@ -54,7 +54,7 @@ def tmrl_register_envs(register: Callable[[EnvSpec], None]) -> None:
         EnvSpec(
             name="rc-drone",
             factory="tmrl_core.envs:make_rc_drone",
-            description="rtgym's dummy RC drone: real-time, delayed, with an action buffer in the observation.",
+            description="The RC drone of rtgym's tutorial (own simulation): real-time, delayed, action buffer in obs.",
             settings="tmrl_core.envs:RcDroneSettings",
             realtime=True,
             compressor="action-buffer",
