@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tmrl_core import AgentSpec, TorchActorModule, TrainingAgent, hookimpl
 from tmrl_core.nn import EncoderFactory, make_encoder, mlp, polyak_update
-from tmrl_core.settings import SectionValues
+from tmrl_core.settings import SectionValues, coerce_section
 
 if TYPE_CHECKING:
     from gymnasium import spaces
@@ -38,11 +38,6 @@ class DdpgSettings(BaseModel):
     hidden_sizes: tuple[int, ...] = Field((256, 256), min_length=1, description="Hidden layers of both networks.")
 
 
-def _settings(settings: SectionValues) -> DdpgSettings:
-    # the pipeline passes the validated section; tests and scripts may pass a dict or nothing
-    return settings if isinstance(settings, DdpgSettings) else DdpgSettings.model_validate(settings or {})
-
-
 class DdpgActor(TorchActorModule):
     """A deterministic policy ``a = mu(o)`` squashed into the Box; exploration adds Gaussian noise when acting."""
 
@@ -54,7 +49,7 @@ class DdpgActor(TorchActorModule):
         settings: SectionValues = None,
     ) -> None:
         super().__init__(observation_space, action_space)
-        s = _settings(settings)
+        s = coerce_section(settings, DdpgSettings)
         self.encoder = make_encoder(encoder, observation_space)  # the env's encoder: any env, same agent
         act_dim = int(np.prod(action_space.shape))
         self.mu = mlp([self.encoder.out_features, *s.hidden_sizes, act_dim], torch.nn.ReLU)
@@ -90,7 +85,7 @@ class DdpgAgent(TrainingAgent):
         settings: SectionValues = None,
     ) -> None:
         super().__init__(observation_space, action_space, device)
-        self.settings = s = _settings(settings)
+        self.settings = s = coerce_section(settings, DdpgSettings)
         self.actor = DdpgActor(observation_space, action_space, encoder, s).to(device)
         self.critic_encoder = make_encoder(encoder, observation_space).to(device)
         act_dim = int(np.prod(action_space.shape))
