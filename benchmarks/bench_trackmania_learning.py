@@ -17,7 +17,10 @@ waiting between episodes while the trainer is behind (``training.when_behind = w
 on how fast the machine trains; the wall-clock time does.
 
     python benchmarks/bench_trackmania_learning.py [--algos sac redqsac] [--tracks default tight] [--seeds 0 1 2]
-        [--env-steps 20000] [--time-scale 4] [--test-every 5] [--out DIR]
+        [--env-steps 20000] [--time-scale 4] [--test-every 5] [--until-lap] [--out DIR]
+
+``--until-lap`` ends a run (Ctrl-C, so it writes its checkpoint) at its first finished deterministic test lap: the
+figure the targets are about, without the rest of the budget.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,10 +61,25 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         cmd += ["--set", f"{key}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMRL_")}
     env.update(TMRL_HOME=str(home), PYTHONWARNINGS="ignore", WANDB_MODE="offline")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    seconds = time.perf_counter() - t0
     metrics_path = home / "runs" / name / "metrics.jsonl"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        stopped_at_lap = False
+        while proc.poll() is None:
+            time.sleep(2.0)
+            if time.perf_counter() - t0 > args.timeout:
+                proc.send_signal(signal.SIGINT)
+                break
+            if args.until_lap and not stopped_at_lap and _finished_a_test_lap(metrics_path, args.end_of_track):
+                proc.send_signal(signal.SIGINT)  # Ctrl-C: the run writes its checkpoint and ends
+                stopped_at_lap = True
+        proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    seconds = time.perf_counter() - t0
+    ok = proc.returncode == 0 or (stopped_at_lap and proc.returncode == 130)
     rows = [json.loads(line) for line in metrics_path.open()] if metrics_path.exists() else []
     curve = [
         (r["env_steps"], r["return_test"], r.get("progress_test"), r.get("training_steps"))
@@ -73,14 +92,29 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     steps = sum(e["steps"] for e in entries)
     late = sum(e["timed_out"] for e in entries)
     return {
-        "algo": algo, "track": track, "seed": seed, "returncode": proc.returncode, "seconds": seconds,
+        "algo": algo, "track": track, "seed": seed, "returncode": 0 if ok else proc.returncode, "seconds": seconds,
         "curve": curve, "first_finish": finish, "env_steps": rows[-1]["env_steps"] if rows else 0,
         "training_steps": rows[-1].get("training_steps", 0) if rows else 0,
         "update_to_data": rows[-1].get("update_to_data") if rows else None,
         "timed_out_share": late / steps if steps else None,
         "train_progress_last": next((r["progress_train"] for r in reversed(rows) if "progress_train" in r), None),
-        "stderr_tail": proc.stderr[-1500:] if proc.returncode else "",
+        "stderr_tail": "" if ok else (stdout + stderr)[-1500:],
+        "stopped_at_lap": stopped_at_lap,
     }
+
+
+def _finished_a_test_lap(metrics_path: Path, end_of_track: float) -> bool:
+    if not metrics_path.exists():
+        return False
+    with metrics_path.open() as f:
+        for line in f:
+            try:
+                ret = json.loads(line).get("return_test")
+            except json.JSONDecodeError:  # the line being written
+                continue
+            if ret is not None and ret >= end_of_track:
+                return True
+    return False
 
 
 def main() -> int:
@@ -93,6 +127,9 @@ def main() -> int:
     parser.add_argument("--test-every", type=int, default=5, help="a test episode every N training episodes")
     parser.add_argument("--end-of-track", type=float, default=100.0)
     parser.add_argument("--timeout", type=float, default=6 * 3600)
+    parser.add_argument(
+        "--until-lap", action="store_true", help="end each run at its first finished deterministic test lap"
+    )
     parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE settings for every run")
     parser.add_argument("--out", type=Path, default=None, help="data folder (default: a temporary one)")
     args = parser.parse_args()

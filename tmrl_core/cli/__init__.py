@@ -10,8 +10,10 @@ load becomes a command that reports the failure, and the rest keeps working.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Mapping
@@ -250,7 +252,31 @@ def main(argv: list[str] | None = None) -> None:
 
     Status: 0 on success, 2 for a usage error (unknown command or option, bad option value), the error's
     ``exit_code`` (1 unless it says otherwise) for a :class:`TmrlError`, 130 on Ctrl-C, 1 for an internal error.
+
+    As the console script (``argv`` None), a command that loaded torch ends without the interpreter's teardown once
+    it has closed what it opened (see :func:`tmrl_core.pipeline.exit_without_teardown`): the teardown only costs
+    seconds of garbage collection there, and it once aborted a finished ``tmrl run`` ("terminate called without an
+    active exception", status -6) when torch's native threads met the interpreter's finalization.
+
+    A process that seems stuck tells where: ``kill -USR1 PID`` prints every thread's Python stack to its standard
+    error (``faulthandler``), and the process goes on.
     """
+    if argv is None and hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        if argv is not None or "torch" not in sys.modules:
+            raise
+        from tmrl_core.pipeline import exit_without_teardown
+
+        if exc.code is None or isinstance(exc.code, int):
+            exit_without_teardown(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        exit_without_teardown(1)
+
+
+def _main(argv: list[str] | None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("TMRL_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
     click_errors = _click_exception_types()

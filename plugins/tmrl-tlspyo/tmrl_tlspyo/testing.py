@@ -76,7 +76,16 @@ class TmrlProcess:
             self.proc.send_signal(signum)
 
     def wait(self, timeout: float = 60.0) -> int:
-        return self.proc.wait(timeout)
+        """The exit status; a process still running after ``timeout`` seconds fails the test with its threads'
+        stacks (``tmrl`` prints them on SIGUSR1) and its output."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGUSR1)
+            time.sleep(3.0)
+            raise AssertionError(
+                f"tmrl {' '.join(self.args)} still runs after {timeout:.0f} s; its stacks and output:\n{self.log()}"
+            ) from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
