@@ -7,7 +7,9 @@ Each ends cleanly on Ctrl-C (the trainer after a checkpoint). Heavy imports happ
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Optional
 
@@ -36,14 +38,28 @@ def _logging(verbose: bool, role: str) -> None:
     )
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM ends the command like Ctrl-C does (process managers and tests send it)."""
+class _Interrupts:
+    """Ctrl-C and SIGTERM (process managers and tests send it) end a server or worker like Ctrl-C does, within
+    ``grace`` seconds (``run.shutdown_grace``): its closing waits are bounded well below that (delivering what is
+    queued, stopping the network process), so one still running then is stuck somewhere; it prints every thread's
+    stack to standard error and exits with status 1 rather than hang a process manager. A second signal ends it at
+    once (status 130)."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def __init__(self) -> None:
+        from tmrl_core.settings.models import RunSettings
+
+        self.grace: float = RunSettings.model_fields["shutdown_grace"].default
+        self.interrupted = False
+        signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted:
+            typer.echo("interrupted again: exiting now", err=True)
+            os._exit(130)
+        self.interrupted = True
+        faulthandler.dump_traceback_later(self.grace, exit=True)
         raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 _TRANSPORT = typer.Option(None, "--transport", help="Transport between the parts (server.transport).")
@@ -66,12 +82,13 @@ def server(
     from tmrl_core.server import Server
 
     _logging(verbose, "server")
-    _sigterm_as_interrupt()
+    interrupts = _Interrupts()
     overrides = {
         "run": {"name": run_name},
         "server": {"transport": transport, "port": port, "bind": bind, "max_workers": max_workers},
     }
     settings = settings_from_cli(overrides=overrides, sets=sets)
+    interrupts.grace = settings.run.shutdown_grace
     relay = Server(settings=settings)
     typer.echo(f"server ({settings.server.transport}) listening on {relay.address}; Ctrl-C stops it", err=True)
     relay.run()
@@ -151,13 +168,14 @@ def worker(
     from tmrl_core.pipeline import build_worker, exit_without_teardown, prepare, run_worker
 
     _logging(verbose, f"worker-{index}")
-    _sigterm_as_interrupt()
+    interrupts = _Interrupts()
     overrides = {
         "run": {"name": run_name},
         "worker": {"expert": True if expert else None},
         "server": {"transport": transport, "host": host, "port": port},
     }
     p = prepare(env, algo, overrides=overrides, sets=sets, parts=("worker",))
+    interrupts.grace = p.settings.run.shutdown_grace
 
     def torch_set_up() -> None:  # in the thread that builds the actor during the warm-up (see build_worker)
         import torch

@@ -66,6 +66,12 @@ class RunSettings(Section):
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="Seed for numpy, torch and the environments (None: random)."
     )
+    shutdown_grace: float = Field(
+        90.0,
+        gt=0,
+        description="Seconds a server or worker may take to close after Ctrl-C or SIGTERM; one still running then is "
+        "stuck: it prints every thread's stack and exits with status 1.",
+    )
 
     @field_validator("name")
     @classmethod
