@@ -66,12 +66,13 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         stopped_at_lap = False
+        lap_finished = _LapWatch(metrics_path, args.end_of_track)
         while proc.poll() is None:
             time.sleep(2.0)
             if time.perf_counter() - t0 > args.timeout:
                 proc.send_signal(signal.SIGINT)
                 break
-            if args.until_lap and not stopped_at_lap and _finished_a_test_lap(metrics_path, args.end_of_track):
+            if args.until_lap and not stopped_at_lap and lap_finished():
                 proc.send_signal(signal.SIGINT)  # Ctrl-C: the run writes its checkpoint and ends
                 stopped_at_lap = True
         proc.wait()
@@ -103,18 +104,29 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     }
 
 
-def _finished_a_test_lap(metrics_path: Path, end_of_track: float) -> bool:
-    if not metrics_path.exists():
-        return False
-    with metrics_path.open() as f:
-        for line in f:
-            try:
+class _LapWatch:
+    """Reads the lines a run appends to its ``metrics.jsonl`` (each read goes on from where the last stopped) and
+    says whether a test episode has finished a lap (a return of at least ``end_of_track``)."""
+
+    def __init__(self, metrics_path: Path, end_of_track: float) -> None:
+        self.path, self.end_of_track = metrics_path, end_of_track
+        self.offset = 0
+        self.finished = False
+
+    def __call__(self) -> bool:
+        if self.finished or not self.path.exists():
+            return self.finished
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            for line in f:
+                if not line.endswith(b"\n"):  # the line being written: read it whole next time
+                    break
+                self.offset += len(line)
                 ret = json.loads(line).get("return_test")
-            except json.JSONDecodeError:  # the line being written
-                continue
-            if ret is not None and ret >= end_of_track:
-                return True
-    return False
+                if ret is not None and ret >= self.end_of_track:
+                    self.finished = True
+                    break
+        return self.finished
 
 
 def main() -> int:
