@@ -40,6 +40,10 @@ def tmrl_command() -> list[str]:
     return [sys.executable, "-m", "tmrl_core"]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: Path) -> dict:
     scale = args.time_scale
     name = f"bench-{algo}-{track}-{seed}"
@@ -67,14 +71,20 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         stopped_at_lap = False
         lap_finished = _LapWatch(metrics_path, args.end_of_track)
-        while proc.poll() is None:
-            time.sleep(2.0)
-            if time.perf_counter() - t0 > args.timeout:
-                proc.send_signal(signal.SIGINT)
-                break
-            if args.until_lap and not stopped_at_lap and lap_finished():
-                proc.send_signal(signal.SIGINT)  # Ctrl-C: the run writes its checkpoint and ends
-                stopped_at_lap = True
+        try:
+            while proc.poll() is None:
+                time.sleep(2.0)
+                if time.perf_counter() - t0 > args.timeout:
+                    proc.send_signal(signal.SIGINT)
+                    break
+                if args.until_lap and not stopped_at_lap and lap_finished():
+                    proc.send_signal(signal.SIGINT)  # Ctrl-C: the run writes its checkpoint and ends
+                    stopped_at_lap = True
+        except BaseException:
+            # the benchmark itself is stopped (Ctrl-C, SIGTERM): stop its run too, as Ctrl-C would, not leave it going
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
         proc.wait()
         out.seek(0)
         err.seek(0)
@@ -145,7 +155,10 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="extra KEY=VALUE settings for every run")
     parser.add_argument("--out", type=Path, default=None, help="data folder (default: a temporary one)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the current run like Ctrl-C (above)
+    signal.signal(signal.SIGINT, _interrupt)  # also where the shell that started us ignores Ctrl-C (`cmd &`)
     home = args.out or Path(tempfile.mkdtemp(prefix="tmrl-bench-tm-"))
+    home.mkdir(parents=True, exist_ok=True)
     print(f"data folder: {home}; time scale {args.time_scale:g}; budget {args.env_steps} env steps", flush=True)
     results = []
     for algo in args.algos:

@@ -1,4 +1,4 @@
-"""REDQ-SAC's hyperparameters (settings section ``redq``): SAC's plus N, M and G, in a module without torch (see
+"""REDQ-SAC's hyperparameters (settings section ``redqsac``): SAC's plus N, M and G, in a module without torch (see
 :mod:`tmrl_sac.settings`)."""
 
 from __future__ import annotations
