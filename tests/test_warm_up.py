@@ -215,3 +215,29 @@ def test_beside_a_real_time_env_the_actor_is_built_at_once(tmrl_home) -> None:
         assert w.realtime and w._actor_build._thread is None and isinstance(w._actor_build.actor, ConstantActor)
     finally:
         w.close()
+
+
+def test_an_env_tunes_an_agent_only_when_that_agent_runs(tmrl_home, plugin_manager) -> None:
+    """An env's default_settings may hold an agent's section: it applies when that agent runs, loses to the user's
+    value, and is ignored for other agents, even one that is not installed."""
+    from tmrl_core import EnvSpec, hookimpl
+    from tmrl_core.pipeline import prepare
+
+    class Tuned:
+        @hookimpl
+        def tmrl_register_envs(self, register: Any) -> None:
+            register(
+                EnvSpec(name="tuned", factory="tmrl_core.envs:make_pendulum", spaces="tmrl_core.envs:pendulum_spaces",
+                        default_settings={"training": {"batch_size": 64}, "sac": {"lr_critic": 3e-4},
+                                          "redqsac": {"g": 5}, "agent_not_installed": {"lr": 1.0}})
+            )  # fmt: skip
+
+    plugin_manager(Tuned(), entry_points=True)
+    sac = prepare("tuned", "sac")
+    assert sac.settings.training.batch_size == 64
+    assert sac.agent_settings.lr_critic == 3e-4 and sac.agent_settings.lr_actor == 1e-3
+    assert "tuned" in sac.settings.origin("sac.lr_critic")
+    assert prepare("tuned", "sac", sets=["sac.lr_critic=0.01"]).agent_settings.lr_critic == 0.01
+    redq = prepare("tuned", "redqsac")
+    assert redq.agent_settings.g == 5 and redq.agent_settings.lr_critic == 1e-3  # sac's section is not redqsac's
+    assert prepare("pendulum", "sac").agent_settings.lr_critic == 1e-3  # other envs keep the agent's defaults

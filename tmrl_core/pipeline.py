@@ -41,7 +41,7 @@ from tmrl_core.paths import run_dir, subdir
 from tmrl_core.plugins import get_component, get_plugin_manager
 from tmrl_core.preflight import check_pipeline
 from tmrl_core.runs import RUN_INFO_FILE, write_status
-from tmrl_core.settings import RUN_NAME_MAX_LENGTH, Settings, load_settings
+from tmrl_core.settings import CORE_SECTIONS, RUN_NAME_MAX_LENGTH, Settings, load_settings
 from tmrl_core.specs import AgentSpec, EnvSpec, resolve
 
 if TYPE_CHECKING:
@@ -337,7 +337,14 @@ def prepare(
     e_spec = env_spec(env)
     a_spec = agent_spec(algo) if algo is not None else None
     if settings is None:
-        defaults = {section: dict(values) for section, values in (e_spec.default_settings or {}).items()}
+        # an env may also tune agents for itself ({"sac": {...}}): such a section applies when that agent runs, and
+        # is dropped otherwise (the agent may not even be installed)
+        own = {*CORE_SECTIONS, e_spec.section, *((a_spec.section,) if a_spec is not None else ())}
+        defaults = {
+            section: dict(values)
+            for section, values in (e_spec.default_settings or {}).items()
+            if section in own
+        }
         if name_after_components:
             # `tmrl run` alone: the parts of a distributed run (server, trainer, workers) must agree on one name
             # without knowing each other's env, so they keep run.name's default unless told

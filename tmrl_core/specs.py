@@ -112,9 +112,11 @@ class EnvSpec(ComponentSpec):
             starting the environment (the trainer never needs a live env).
         component_options: optional ``f(settings) -> dict`` of keyword arguments given to this env's compressor and
             memory factories (e.g. ``{"act_buf_len": 4}``), next to ``observation_space`` and ``action_space``.
-        default_settings: optional nested mapping of core settings this env changes by default (e.g.
+        default_settings: optional nested mapping of settings this env changes by default (e.g.
             ``{"training": {"start_training": 500}}``), applied above the built-in defaults and below the config file,
-            environment variables and command-line options (see ``docs/pipeline.md``).
+            environment variables and command-line options (see ``docs/pipeline.md``). Core sections and the env's
+            own section always apply; an agent's section (e.g. ``{"sac": {"lr_critic": 3e-4}}``) applies when that
+            agent runs and is ignored otherwise, so an env can tune agents that may not be installed.
         random_steps: the default of ``training.random_steps`` for this env: env steps of uniform random actions
             before the policy acts (``None``: as many as ``training.start_training``, like Stable-Baselines3's
             ``learning_starts``; 0 for an env where random actions are useless or unsafe).
