@@ -17,7 +17,7 @@ waiting between episodes while the trainer is behind (``training.when_behind = w
 on how fast the machine trains; the wall-clock time does.
 
     python benchmarks/bench_trackmania_learning.py [--algos sac redqsac] [--tracks default tight] [--seeds 0 1 2]
-        [--env-steps 20000] [--time-scale 4] [--test-every 5] [--until-lap] [--out DIR]
+        [--env trackmania-lidar] [--env-steps 20000] [--time-scale 4] [--test-every 5] [--until-lap] [--out DIR]
 
 ``--until-lap`` ends a run (Ctrl-C, so it writes its checkpoint) at its first finished deterministic test lap: the
 figure the targets are about, without the rest of the budget.
@@ -59,7 +59,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         "worker.test_episode_interval": args.test_every,
         **dict(kv.split("=", 1) for kv in args.set),
     }
-    cmd = [*tmrl_command(), "run", "--env", "trackmania-lidar", "--algo", algo, "--env-steps", str(args.env_steps),
+    cmd = [*tmrl_command(), "run", "--env", args.env, "--algo", algo, "--env-steps", str(args.env_steps),
            "--run-name", name]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
@@ -141,6 +141,7 @@ class _LapWatch:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="trackmania-lidar", help="the env: trackmania-lidar, -lidar-progress or -full")
     parser.add_argument("--algos", nargs="+", default=["sac", "redqsac"])
     parser.add_argument("--tracks", nargs="+", default=["default", "tight"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
