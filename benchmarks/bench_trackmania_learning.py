@@ -3,8 +3,9 @@
 For each algorithm, track and seed, one ``tmrl run`` (trainer and worker as a user runs them, the simulated game in
 the worker) until the env-step budget, with a deterministic test episode every ``--test-every`` training episodes.
 From the run's ``metrics.jsonl`` it prints the test progress (share of the track covered) and test return against
-env steps, and the env steps at which a deterministic test episode first finished a lap (a test return of at least
-``trackmania.end_of_track``, the finish bonus: progress alone gives at most 37.5 on the default track).
+env steps, and the env steps at which a deterministic test episode first finished a lap (the env's ``finished_test``
+episode metric: the car crossed the finish line, whatever the finish bonus ``trackmania.end_of_track`` is;
+``--end-of-track X`` sets that bonus).
 
 Targets (issue 11): a finished deterministic lap within 20,000 env steps on the default track with sac, fewer with
 redqsac; within 50,000 on the tight track.
@@ -57,6 +58,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         "trackmania.sleep_time_at_reset": 0.0,
         "trackmania.timing_log": home / f"{name}-timing.jsonl",
         "worker.test_episode_interval": args.test_every,
+        **({"trackmania.end_of_track": args.end_of_track} if args.end_of_track is not None else {}),
         **dict(kv.split("=", 1) for kv in args.set),
     }
     cmd = [*tmrl_command(), "run", "--env", args.env, "--algo", algo, "--env-steps", str(args.env_steps),
@@ -70,7 +72,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         stopped_at_lap = False
-        lap_finished = _LapWatch(metrics_path, args.end_of_track)
+        lap_finished = _LapWatch(metrics_path)
         try:
             while proc.poll() is None:
                 time.sleep(2.0)
@@ -97,7 +99,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         for r in rows
         if r.get("return_test") is not None
     ]
-    finish = next((steps for steps, ret, _, _ in curve if ret >= args.end_of_track), None)
+    finish = next((r["env_steps"] for r in rows if _finished(r)), None)
     timing = home / f"{name}-timing.jsonl"
     entries = [json.loads(line) for line in timing.open()] if timing.exists() else []
     steps = sum(e["steps"] for e in entries)
@@ -114,12 +116,17 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     }
 
 
+def _finished(row: dict) -> bool:
+    """Whether this ``metrics.jsonl`` row reports a deterministic test episode that crossed the finish line."""
+    return (row.get("finished_test") or 0.0) >= 1.0
+
+
 class _LapWatch:
     """Reads the lines a run appends to its ``metrics.jsonl`` (each read goes on from where the last stopped) and
-    says whether a test episode has finished a lap (a return of at least ``end_of_track``)."""
+    says whether a test episode has finished a lap."""
 
-    def __init__(self, metrics_path: Path, end_of_track: float) -> None:
-        self.path, self.end_of_track = metrics_path, end_of_track
+    def __init__(self, metrics_path: Path) -> None:
+        self.path = metrics_path
         self.offset = 0
         self.finished = False
 
@@ -132,8 +139,7 @@ class _LapWatch:
                 if not line.endswith(b"\n"):  # the line being written: read it whole next time
                     break
                 self.offset += len(line)
-                ret = json.loads(line).get("return_test")
-                if ret is not None and ret >= self.end_of_track:
+                if _finished(json.loads(line)):
                     self.finished = True
                     break
         return self.finished
@@ -148,7 +154,9 @@ def main() -> int:
     parser.add_argument("--env-steps", type=int, default=20000)
     parser.add_argument("--time-scale", type=float, default=4.0)
     parser.add_argument("--test-every", type=int, default=5, help="a test episode every N training episodes")
-    parser.add_argument("--end-of-track", type=float, default=100.0)
+    parser.add_argument(
+        "--end-of-track", type=float, default=None, help="the finish bonus (default: the env's)"
+    )
     parser.add_argument("--timeout", type=float, default=6 * 3600)
     parser.add_argument(
         "--until-lap", action="store_true", help="end each run at its first finished deterministic test lap"

@@ -107,6 +107,33 @@ def test_driving_into_a_wall_and_stalling_ends_the_episode(tmrl_home):
             _, _, terminated, truncated, _ = env.step(np.array([0.0, 0.0, 0.0], dtype=np.float32))
             steps += 1
         assert terminated and steps == 11  # 5 free steps, then 5 without progress, the 11th ends it
+        assert env.episode_metrics["finished"] == 0.0 and env.episode_metrics["progress"] < 0.01
+    finally:
+        env.close()
+
+
+def test_a_finished_lap_is_an_episode_metric_apart_from_the_return(tmrl_home):
+    """The simulator's autopilot drives a whole lap through the env: the last step gives the finish bonus and ends the
+    episode, and the episode's metrics say it finished (``finished_train`` / ``finished_test`` in the run's metrics),
+    whatever ``end_of_track`` is; the next episode starts unfinished."""
+    scale = 8.0
+    env = make_lidar(
+        **FAST, end_of_track=5.0, time_step_duration=0.05 / scale, start_obs_capture=0.04 / scale,
+        ep_max_length=5000, sim={"autopilot": True, "time_scale": scale},
+    )
+    try:
+        env.reset()
+        rewards, terminated, truncated = [], False, False
+        while not (terminated or truncated):
+            _, reward, terminated, truncated, _ = env.step(np.zeros(3, dtype=np.float32))
+            rewards.append(reward)
+        metrics = env.episode_metrics
+        assert terminated and metrics["finished"] == 1.0, (len(rewards), metrics)
+        assert metrics["progress"] > 0.95
+        assert rewards[-1] >= 5.0 and max(rewards[:-1]) < 5.0  # the bonus comes once, with the finish
+        env.reset()
+        env.step(np.zeros(3, dtype=np.float32))
+        assert env.episode_metrics["finished"] == 0.0
     finally:
         env.close()
 

@@ -105,7 +105,9 @@ def test_finish_bonus_and_straying():
     rf = RewardFunction(straight(), end_of_track=100.0, max_stray=5.0)
     reward, terminated = rf.step(np.array([99.9, 9.0, 0.0]), finished=True)
     assert terminated and reward == pytest.approx(100.0 + 999 * REWARD_PER_POINT, abs=0.02)
+    assert rf.finished
     rf.reset()
+    assert not rf.finished
     reward, terminated = rf.step(np.array([3.0, 9.0, 6.0]))  # 6 m beside the trajectory
     assert terminated and reward == 0.0 and rf.index == 0
 

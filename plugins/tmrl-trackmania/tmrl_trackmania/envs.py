@@ -353,9 +353,12 @@ class TrackmaniaEnv(RealTimeEnv):
 
     @property
     def episode_metrics(self) -> dict[str, float]:
-        """Read by the worker after each episode (train and test) and logged as ``progress_train`` /
-        ``progress_test``: the share of the reference trajectory covered, 0 to 1 (1: the whole track)."""
-        return {"progress": float(self.interface.reward_function.progress)}
+        """Read by the worker after each episode (train and test) and logged with the episode's kind as suffix:
+        ``progress_train`` / ``progress_test``, the share of the reference trajectory covered, 0 to 1 (1: the whole
+        track); ``finished_train`` / ``finished_test``, 1 when the car crossed the finish line, else 0 (a lap told
+        apart from a return, which depends on ``end_of_track``)."""
+        rf = self.interface.reward_function
+        return {"progress": float(rf.progress), "finished": float(rf.finished)}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         result = super().step(action)

@@ -148,6 +148,7 @@ class RewardFunction:
         self.index = 0
         self.steps = 0
         self.no_progress = 0
+        self.finished = False  # the car crossed the finish line in this episode
 
     @property
     def progress(self) -> float:
@@ -215,6 +216,7 @@ class RewardFunction:
         if finished:
             reward += self.end_of_track
             terminated = True
+            self.finished = True
         return float(reward), terminated
 
 
