@@ -250,9 +250,10 @@ def simulator(
     at: str = typer.Option("0,0", help="Initial window position X,Y."),
     time_scale: float = typer.Option(1.0, help="Simulated seconds per wall-clock second."),
     dump: Path | None = typer.Option(None, help="On SIGUSR1, write the frame shown to this PNG."),
+    gamepad: bool = typer.Option(True, help="Also read an Xbox 360 pad, e.g. trackmania.backend = gamepad's (Linux)."),
 ) -> None:
-    """The simulated game in a window, driven by the arrow keys: test the real capture and keyboard stack without
-    the game (trackmania.backend = keyboard)."""
+    """The simulated game in a window, driven by the arrow keys or an Xbox 360 pad: test the real capture and
+    control stack without the game (trackmania.backend = keyboard or gamepad)."""
     from tmrl_trackmania.sim.track import LAYOUTS
     from tmrl_trackmania.sim.window import run_simulator
 
@@ -281,7 +282,7 @@ def simulator(
     try:
         run_simulator(
             track=track, port=port, title=title, width=width, height=height, x=x, y=y, time_scale=time_scale,
-            dump=dump, announce=announce,
+            dump=dump, announce=announce, gamepad=gamepad,
         )
     except OSError as exc:
         raise TmrlError(f"the simulator cannot listen on port {port}: {exc}", hint="choose another --port") from exc

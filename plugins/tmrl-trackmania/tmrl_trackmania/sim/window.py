@@ -5,7 +5,9 @@ simulated track every frame, serves the OpenPlanet-format telemetry on TCP (port
 OpenPlanet plugin), and drives the car from the key events the window receives: the arrow keys (up: gas, down:
 brake, left/right: steer), Delete (respawn), Enter (dismiss the finish screen). On Linux, under Xvfb or a desktop,
 ``trackmania.backend = "keyboard"`` then runs exactly the code paths it runs against the game: window discovery and
-placement with xdotool, ``mss`` capture, the LIDAR on captured pixels, key presses through XTest.
+placement with xdotool, ``mss`` capture, the LIDAR on captured pixels, key presses through XTest. On Linux it also
+reads an Xbox 360 pad, such as the virtual one of ``trackmania.backend = "gamepad"`` (:mod:`tmrl_trackmania.sim.pad`):
+triggers, stick and buttons as the game reads them; held keys win over the pad.
 
 Tk draws the window (it ships with Python; on Debian it is the ``python3-tk`` package): no extra dependency, and its
 ``PhotoImage`` takes a whole frame as one PPM buffer. The window's own size decides the rendered size, as in the game.
@@ -31,6 +33,7 @@ import numpy as np
 
 from tmrl_trackmania.settings import SimSettings
 from tmrl_trackmania.sim.game import SimulatedGame
+from tmrl_trackmania.sim.pad import PadReader
 
 #: X keysyms of the keys the simulated game reads (the ones :class:`~tmrl_trackmania.control.KeyboardController`
 #: presses), and what they do.
@@ -105,8 +108,10 @@ class SimulatorWindow:
         y: int = 0,
         fps: float = 60.0,
         dump: Path | None = None,
+        pad: PadReader | None = None,
     ) -> None:
         self.game = game
+        self.pad = pad
         self.title = title
         self.size = (width, height)
         self.position = (x, y)
@@ -138,16 +143,22 @@ class SimulatorWindow:
         label.configure(image=photo)
         keys = HeldKeys(root.after, root.after_cancel)
 
+        def controls() -> tuple[float, float, float]:
+            key_controls = keys.controls()
+            if self.pad is None or keys.held:
+                return key_controls
+            return self.pad.state.controls()
+
         def on_press(event: Any) -> None:
             keys.press(event.keysym)
-            self.game.set_controls(*keys.controls())
+            self.game.set_controls(*controls())
             button = BUTTON_KEYS.get(event.keysym)
             if button is not None:
                 self.game.press(button)
 
         def on_release(event: Any) -> None:
             keys.release(event.keysym)
-            self.game.set_controls(*keys.controls())
+            self.game.set_controls(*controls())
 
         root.bind("<KeyPress>", on_press)
         root.bind("<KeyRelease>", on_release)
@@ -159,7 +170,7 @@ class SimulatorWindow:
             image = self.game.render(w, h)
             photo.configure(data=bgra_to_ppm(image), format="PPM", width=w, height=h)
             self.shown = image
-            self.game.set_controls(*keys.controls())  # commits delayed releases
+            self.game.set_controls(*controls())  # commits delayed releases; reads the pad
             if self._dump_requested and self.dump is not None:
                 self._dump_requested = False
                 _write_png(self.dump, image)
@@ -198,11 +209,16 @@ def run_simulator(
     countdown: float = 0.0,
     dump: Path | None = None,
     announce: Callable[[dict[str, Any]], None] | None = None,
+    gamepad: bool = True,
 ) -> None:
-    """Start the simulated game with its window; returns when the window is closed (or on SIGTERM/SIGINT)."""
+    """Start the simulated game with its window; returns when the window is closed (or on SIGTERM/SIGINT).
+    ``gamepad``: also read an Xbox 360 pad (Linux; see :mod:`tmrl_trackmania.sim.pad`)."""
     game = SimulatedGame(SimSettings(track=track, time_scale=time_scale, countdown=countdown), host=host, port=port)
     game.start()
-    window = SimulatorWindow(game, title=title, width=width, height=height, x=x, y=y, dump=dump)
+    pad = PadReader(game.press) if gamepad and sys.platform == "linux" else None
+    if pad is not None:
+        pad.start()
+    window = SimulatorWindow(game, title=title, width=width, height=height, x=x, y=y, dump=dump, pad=pad)
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, window.request_dump)
     signal.signal(signal.SIGTERM, window.close)
@@ -211,6 +227,8 @@ def run_simulator(
     try:
         window.run(on_ready=(lambda: announce(info)) if announce is not None else None)
     finally:
+        if pad is not None:
+            pad.stop()
         game.stop()
 
 
@@ -227,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", default="0,0", help="initial window position X,Y")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--dump", type=Path, default=None, help="PNG written with the shown frame on SIGUSR1")
+    parser.add_argument("--no-gamepad", action="store_true", help="read the keyboard only, not an Xbox 360 pad")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     x, y = (int(v) for v in args.at.split(","))
@@ -234,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--time-scale must be finite")
     run_simulator(
         track=args.track, port=args.port, title=args.title, width=width, height=height, x=x, y=y,
-        time_scale=args.time_scale, dump=args.dump, announce=_announce_json,
+        time_scale=args.time_scale, dump=args.dump, announce=_announce_json, gamepad=not args.no_gamepad,
     )
     return 0
 
