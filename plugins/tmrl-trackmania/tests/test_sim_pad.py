@@ -137,30 +137,34 @@ def test_a_pad_button_reaches_the_simulated_game(tmp_path):
         game.stop()
 
 
-def _virtual_pad():
+@pytest.fixture
+def virtual_pad():
+    """vgamepad's Xbox 360 pad through the plugin's controller; the test skips (before starting a simulator) where
+    none can be made."""
     from tmrl_trackmania.control import GamepadController, GamepadUnavailableError
 
     try:
-        return GamepadController()
+        pad = GamepadController()
     except GamepadUnavailableError as exc:
         pytest.skip(f"no virtual pad on this machine ({exc.message}); the error's hint is tested elsewhere")
-
-
-def test_vgamepad_drives_the_simulator_window(simulator):
-    """Where uinput works: the pad that ``trackmania.backend = "gamepad"`` creates drives the window's car (gas,
-    steering) and respawns it, read back from the game's telemetry."""
-    from tmrl_trackmania.telemetry import TelemetryClient
-
-    pad = _virtual_pad()
     try:
-        with TelemetryClient("127.0.0.1", simulator.port) as telemetry:
-            start = telemetry.latest()
-            pad.apply(1.0, 0.0, 0.0)
-            assert wait_for(lambda: telemetry.latest().speed > 20.0, timeout=15), "the pad's gas did not move the car"
-            pad.apply(0.0, 1.0, 0.0)
-            assert wait_for(lambda: telemetry.latest().speed < 5.0, timeout=15), "the pad's brake did not stop it"
-            assert telemetry.latest().distance > start.distance + 5.0
-            pad.respawn()
-            assert wait_for(lambda: abs(telemetry.latest().distance - start.distance) < 1.0, timeout=5)
+        yield pad
     finally:
         pad.close()
+
+
+def test_vgamepad_drives_the_simulator_window(virtual_pad, simulator):
+    """Where uinput works: the pad that ``trackmania.backend = "gamepad"`` creates drives the window's car (gas,
+    braking) and respawns it, read back from the game's telemetry."""
+    from tmrl_trackmania.telemetry import TelemetryClient
+
+    pad = virtual_pad
+    with TelemetryClient("127.0.0.1", simulator.port) as telemetry:
+        start = telemetry.latest()
+        pad.apply(1.0, 0.0, 0.0)
+        assert wait_for(lambda: telemetry.latest().speed > 20.0, timeout=15), "the pad's gas did not move the car"
+        pad.apply(0.0, 1.0, 0.0)
+        assert wait_for(lambda: telemetry.latest().speed < 5.0, timeout=15), "the pad's brake did not stop it"
+        assert telemetry.latest().distance > start.distance + 5.0
+        pad.respawn()
+        assert wait_for(lambda: abs(telemetry.latest().distance - start.distance) < 1.0, timeout=5)
