@@ -18,7 +18,7 @@ import pytest
 
 from tmrl_core.testing.pytest_plugin import tmrl_command
 
-#: a gymnasium environment whose close() takes ten minutes once it has stepped, importable by the worker through PYTHONPATH
+#: a gymnasium environment whose close() takes ten minutes once it has stepped, importable by the worker (PYTHONPATH)
 STUCK_ENV = textwrap.dedent(
     """
     import time

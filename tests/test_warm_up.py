@@ -241,3 +241,31 @@ def test_an_env_tunes_an_agent_only_when_that_agent_runs(tmrl_home, plugin_manag
     redq = prepare("tuned", "redqsac")
     assert redq.agent_settings.g == 5 and redq.agent_settings.lr_critic == 1e-3  # sac's section is not redqsac's
     assert prepare("pendulum", "sac").agent_settings.lr_critic == 1e-3  # other envs keep the agent's defaults
+
+
+def test_a_misspelt_section_in_an_env_s_defaults_blames_its_plugin(tmrl_home, plugin_manager) -> None:
+    """A section that no agent owns but that nearly spells a known one is the plugin's typo: refused, naming it."""
+    from tmrl_core import EnvSpec, hookimpl
+    from tmrl_core.errors import ConfigError
+    from tmrl_core.pipeline import prepare
+
+    class Typo:
+        @hookimpl
+        def tmrl_register_envs(self, register: Any) -> None:
+            register(
+                EnvSpec(name="typo", factory="tmrl_core.envs:make_pendulum", spaces="tmrl_core.envs:pendulum_spaces",
+                        default_settings={"trainng": {"batch_size": 64}})
+            )  # fmt: skip
+            register(
+                EnvSpec(name="redq-typo", factory="tmrl_core.envs:make_pendulum",
+                        spaces="tmrl_core.envs:pendulum_spaces", default_settings={"redqsca": {"g": 5}})
+            )  # fmt: skip
+
+    plugin_manager(("typo-plugin", Typo()), entry_points=True)
+    with pytest.raises(ConfigError) as err:
+        prepare("typo", "sac")
+    assert "'trainng'" in err.value.message and "typo-plugin" in err.value.message
+    assert "did you mean training?" in (err.value.hint or "")
+    with pytest.raises(ConfigError) as err:
+        prepare("redq-typo", "sac")  # an agent's section misspelt: redqsac is first-party, even where not installed
+    assert "did you mean redqsac?" in (err.value.hint or "")

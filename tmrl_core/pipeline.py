@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import difflib
 import json
 import logging
 import os
@@ -70,6 +71,26 @@ def agent_spec(name: str) -> AgentSpec:
 
 
 # -- run names ------------------------------------------------------------------------------------------------------
+
+
+def _refuse_misspelt_sections(env: str, spec: EnvSpec, sections: set[str]) -> None:
+    """An env's default sections that will not apply are dropped, since they may be an uninstalled agent's; one that
+    is not an agent's but nearly spells a known section is the plugin's typo, refused here with the plugin named."""
+    if not sections:
+        return
+    from tmrl_core.plugins import FIRST_PARTY_PROVIDERS
+
+    manager = get_plugin_manager()
+    agents = {s.section for s in manager.registry("agent").all_specs()}
+    agents |= {name.replace("-", "_") for kind, name in FIRST_PARTY_PROVIDERS if kind == "agent"}
+    known = sorted({*CORE_SECTIONS, *manager.settings_sections(), *agents})
+    for section in sorted(sections - agents):
+        close = difflib.get_close_matches(section, known, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"env {env!r} from plugin {spec.plugin or '?'} has default settings for an unknown section {section!r}",
+                hint=f"did you mean {close[0]}? This is a problem of the plugin {spec.plugin or '?'}: tell its authors",
+            )
 
 
 def default_run_name(env: str, algo: str | None) -> str:
@@ -340,6 +361,7 @@ def prepare(
         # an env may also tune agents for itself ({"sac": {...}}): such a section applies when that agent runs, and
         # is dropped otherwise (the agent may not even be installed)
         own = {*CORE_SECTIONS, e_spec.section, *((a_spec.section,) if a_spec is not None else ())}
+        _refuse_misspelt_sections(env, e_spec, set(e_spec.default_settings or {}) - own)
         defaults = {
             section: dict(values)
             for section, values in (e_spec.default_settings or {}).items()
