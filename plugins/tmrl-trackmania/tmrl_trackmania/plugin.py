@@ -21,11 +21,12 @@ from tmrl_core import CommandSpec, EnvSpec, hookimpl
 #: sac learns with learning rates of 3e-4 instead of its general 1e-3 (docs/trackmania.md, "Figures measured here"): on
 #: the tight track two of three runs at 1e-3 saw their critics diverge (mean Q 1.4 to 216) and never finished a lap,
 #: while at 3e-4 all three finished one within 50,000 env steps (25,009 to 39,722), and the default track's three
-#: seeds finished theirs sooner (median 8,348 env steps against 11,730). This
-#: section applies only when sac runs; redqsac keeps its own defaults (not measured here).
+#: seeds finished theirs sooner (median 8,348 env steps against 11,730). Each agent's section applies only when that
+#: agent runs. redqsac's are 3e-4 too (also the REDQ paper's): every redqsac run on TrackMania here used them.
 TRACKMANIA_DEFAULT_SETTINGS: dict[str, Any] = {
     "training": {"when_behind": "wait", "max_training_steps_per_env_step": 1.0},
     "sac": {"lr_actor": 3e-4, "lr_critic": 3e-4},
+    "redqsac": {"lr_actor": 3e-4, "lr_critic": 3e-4},
 }
 #: No warm-up of uniform random actions (``training.random_steps``): uniform gas, brake and steer at once leave the
 #: car crawling near the start line, no more informative than the untrained policy's own noise, and the original
