@@ -39,7 +39,7 @@ from tmrl_core.errors import CheckpointError, ComponentError, ConfigError, Incom
 from tmrl_core.files import atomic_write_text
 from tmrl_core.metrics import MetricsLogger, read_metrics
 from tmrl_core.paths import run_dir, subdir
-from tmrl_core.plugins import get_component, get_plugin_manager
+from tmrl_core.plugins import FIRST_PARTY_PROVIDERS, get_component, get_plugin_manager
 from tmrl_core.preflight import check_pipeline
 from tmrl_core.runs import RUN_INFO_FILE, write_status
 from tmrl_core.settings import CORE_SECTIONS, RUN_NAME_MAX_LENGTH, Settings, load_settings
@@ -70,16 +70,11 @@ def agent_spec(name: str) -> AgentSpec:
     return get_component("agent", name)
 
 
-# -- run names ------------------------------------------------------------------------------------------------------
-
-
 def _refuse_misspelt_sections(env: str, spec: EnvSpec, sections: set[str]) -> None:
     """An env's default sections that will not apply are dropped, since they may be an uninstalled agent's; one that
     is not an agent's but nearly spells a known section is the plugin's typo, refused here with the plugin named."""
     if not sections:
         return
-    from tmrl_core.plugins import FIRST_PARTY_PROVIDERS
-
     manager = get_plugin_manager()
     agents = {s.section for s in manager.registry("agent").all_specs()}
     agents |= {name.replace("-", "_") for kind, name in FIRST_PARTY_PROVIDERS if kind == "agent"}
@@ -91,6 +86,9 @@ def _refuse_misspelt_sections(env: str, spec: EnvSpec, sections: set[str]) -> No
                 f"env {env!r} from plugin {spec.plugin or '?'} has default settings for an unknown section {section!r}",
                 hint=f"did you mean {close[0]}? This is a problem of the plugin {spec.plugin or '?'}: tell its authors",
             )
+
+
+# -- run names ------------------------------------------------------------------------------------------------------
 
 
 def default_run_name(env: str, algo: str | None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import struct
 import sys
 import threading
@@ -139,8 +140,6 @@ class PadReader(threading.Thread):
                 self.state = PadState()  # a pad that went away holds nothing
 
     def _read(self, fd: int) -> None:
-        import select
-
         pending = b""
         while not self._halt.is_set():
             ready, _, _ = select.select([fd], [], [], self.rescan)
@@ -157,9 +156,8 @@ class PadReader(threading.Thread):
             if not data:
                 return
             data = pending + data
-            cut = len(data) - len(data) % EVENT.size
-            pending = data[cut:]
-            for kind, code, value in parse_events(data[:cut]):
+            pending = data[len(data) - len(data) % EVENT.size :]  # a record split across reads: kept for the next
+            for kind, code, value in parse_events(data):
                 button = self.state.apply(kind, code, value)
                 if button is not None and self.on_button is not None:
                     self.on_button(button)

@@ -144,9 +144,8 @@ class SimulatorWindow:
         keys = HeldKeys(root.after, root.after_cancel)
 
         def controls() -> tuple[float, float, float]:
-            key_controls = keys.controls()
             if self.pad is None or keys.held:
-                return key_controls
+                return keys.controls()
             return self.pad.state.controls()
 
         def on_press(event: Any) -> None:
