@@ -91,16 +91,23 @@ def test_make_encoder_default_factory_and_path() -> None:
         make_encoder(lambda space: nn.Identity(), space)
 
 
-def _separate_mlps(n: int, sizes: list[int]) -> list[nn.Sequential]:
-    return [mlp(sizes, nn.ReLU) for _ in range(n)]
+def _separate_mlps_with_random_norms(n: int, sizes: list[int], layer_norm: bool) -> list[nn.Sequential]:
+    members = [mlp(sizes, nn.ReLU, layer_norm=layer_norm) for _ in range(n)]
+    with torch.no_grad():  # LayerNorm starts as the identity affine map: give each member its own, to be compared
+        for member in members:
+            for norm in (m for m in member if isinstance(m, nn.LayerNorm)):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.5, 0.5)
+    return members
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("shared_input", [True, False])
-def test_ensemble_mlp_matches_separate_mlps_values_and_gradients(shared_input: bool) -> None:
+def test_ensemble_mlp_matches_separate_mlps_values_and_gradients(shared_input: bool, layer_norm: bool) -> None:
     torch.manual_seed(0)
     n, sizes = 4, [6, 16, 16, 1]
-    members = _separate_mlps(n, sizes)
-    ensemble = EnsembleMLP(n, sizes, nn.ReLU)
+    members = _separate_mlps_with_random_norms(n, sizes, layer_norm)
+    ensemble = EnsembleMLP(n, sizes, nn.ReLU, layer_norm=layer_norm)
     load_ensemble_members(ensemble, members)
     x = torch.randn(B, 6) if shared_input else torch.randn(n, B, 6)
     x_ens, x_sep = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -119,17 +126,25 @@ def test_ensemble_mlp_matches_separate_mlps_values_and_gradients(shared_input: b
         for layer, linear in zip(ensemble.layers, linears, strict=True):
             torch.testing.assert_close(layer.weight.grad[i], linear.weight.grad.T)
             torch.testing.assert_close(layer.bias.grad[i, 0], linear.bias.grad)
+        norms = [m for m in member if isinstance(m, nn.LayerNorm)]
+        assert len(norms) == (len(sizes) - 2 if layer_norm else 0)
+        for ensemble_norm, norm in zip(ensemble.norms or [], norms, strict=True):
+            torch.testing.assert_close(ensemble_norm.weight.grad[i, 0], norm.weight.grad)
+            torch.testing.assert_close(ensemble_norm.bias.grad[i, 0], norm.bias.grad)
 
 
-def test_ensemble_members_subset_and_detached_params() -> None:
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ensemble_members_subset_and_detached_params(layer_norm: bool) -> None:
     torch.manual_seed(1)
     n, sizes = 5, [3, 8, 2]
-    ensemble = EnsembleMLP(n, sizes)
+    ensemble = EnsembleMLP(n, sizes, layer_norm=layer_norm)
+    load_ensemble_members(ensemble, _separate_mlps_with_random_norms(n, sizes, layer_norm))
     x = torch.randn(B, 3, requires_grad=True)
     subset = torch.tensor([3, 1])
     out = ensemble(x, members=subset, detach_params=True)
     for row, i in enumerate(subset.tolist()):
         torch.testing.assert_close(out[row], ensemble_member(ensemble, i)(x))
+    assert not torch.allclose(out[0], out[1])
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in ensemble.parameters())

@@ -30,8 +30,9 @@ from tmrl_core.specs import resolve
 
 __all__ = [
     "ACTIVATIONS",
-    "EnsembleLinear",
     "EncoderFactory",
+    "EnsembleLayerNorm",
+    "EnsembleLinear",
     "EnsembleMLP",
     "FlattenEncoder",
     "VmapEnsemble",
@@ -64,11 +65,12 @@ def mlp(
     sizes: Sequence[int],
     activation: str | type[nn.Module] = nn.ReLU,
     output_activation: str | type[nn.Module] = nn.Identity,
+    layer_norm: bool = False,
 ) -> nn.Sequential:
     """A multi-layer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     ``activation`` follows every hidden layer and ``output_activation`` the last one (classes or names from
-    :data:`ACTIVATIONS`).
+    :data:`ACTIVATIONS`). ``layer_norm`` puts an ``nn.LayerNorm`` between each hidden layer and its activation.
     """
     if len(sizes) < 2:
         raise ValueError(f"an MLP needs at least an input and an output size, got {list(sizes)}")
@@ -76,6 +78,8 @@ def mlp(
     layers: list[nn.Module] = []
     for j in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[j], sizes[j + 1]))
+        if layer_norm and j < len(sizes) - 2:
+            layers.append(nn.LayerNorm(sizes[j + 1]))
         layers.append(hidden() if j < len(sizes) - 2 else last())
     return nn.Sequential(*layers)
 
@@ -208,10 +212,35 @@ class EnsembleLinear(nn.Module):
         return f"n={self.n}, in_features={self.in_features}, out_features={self.out_features}"
 
 
+class EnsembleLayerNorm(nn.Module):
+    """``n`` independent ``nn.LayerNorm(features)`` with stacked affine parameters, for ``(k, batch, features)``
+    inputs (``k`` the members run: all ``n`` or those ``members`` indexes)."""
+
+    def __init__(self, n: int, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.n, self.features, self.eps = n, features, eps
+        self.weight = nn.Parameter(torch.ones(n, 1, features))
+        self.bias = nn.Parameter(torch.zeros(n, 1, features))
+
+    def forward(
+        self, x: torch.Tensor, members: torch.Tensor | None = None, detach_params: bool = False
+    ) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if members is not None:
+            weight, bias = weight[members], bias[members]
+        if detach_params:
+            weight, bias = weight.detach(), bias.detach()
+        return torch.addcmul(bias, nn.functional.layer_norm(x, (self.features,), eps=self.eps), weight)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, features={self.features}, eps={self.eps}"
+
+
 class EnsembleMLP(nn.Module):
     """``n`` independent MLPs of the same shape (see :func:`mlp`) evaluated as one batched computation.
 
     Input: ``(batch, sizes[0])`` shared by all members, or ``(n, batch, sizes[0])``. Output: ``(n, batch, sizes[-1])``.
+    ``layer_norm`` normalises each hidden layer before its activation, as :func:`mlp` does.
     """
 
     def __init__(
@@ -220,14 +249,16 @@ class EnsembleMLP(nn.Module):
         sizes: Sequence[int],
         activation: str | type[nn.Module] = nn.ReLU,
         output_activation: str | type[nn.Module] = nn.Identity,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least an input and an output size, got {list(sizes)}")
-        self.n, self.sizes = n, list(sizes)
+        self.n, self.sizes, self.layer_norm = n, list(sizes), layer_norm
         #: The activation classes, so that a member can be rebuilt as a separate :func:`mlp`.
         self.activation_cls, self.output_activation_cls = _activation(activation), _activation(output_activation)
         self.layers = nn.ModuleList(EnsembleLinear(n, sizes[j], sizes[j + 1]) for j in range(len(sizes) - 1))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(n, size) for size in sizes[1:-1]) if layer_norm else None
         self.activation = self.activation_cls()
         self.output_activation = self.output_activation_cls()
 
@@ -238,7 +269,12 @@ class EnsembleMLP(nn.Module):
         last = len(self.layers) - 1
         for j, layer in enumerate(self.layers):
             x = layer(x, members=members, detach_params=detach_params)
-            x = self.activation(x) if j < last else self.output_activation(x)
+            if j < last:
+                if self.norms is not None:
+                    x = self.norms[j](x, members=members, detach_params=detach_params)
+                x = self.activation(x)
+            else:
+                x = self.output_activation(x)
         return x
 
 

@@ -24,14 +24,22 @@ def load_ensemble_members(ensemble: EnsembleMLP, members: Sequence[nn.Sequential
         for layer, linear in zip(ensemble.layers, linears, strict=True):
             layer.weight[i].copy_(linear.weight.T)
             layer.bias[i, 0].copy_(linear.bias)
+        norms = [m for m in member if isinstance(m, nn.LayerNorm)]
+        for ensemble_norm, norm in zip(ensemble.norms or [], norms, strict=True):
+            ensemble_norm.weight[i, 0].copy_(norm.weight)
+            ensemble_norm.bias[i, 0].copy_(norm.bias)
 
 
 @torch.no_grad()
 def ensemble_member(ensemble: EnsembleMLP, i: int) -> nn.Sequential:
     """Member ``i`` of the ensemble as a separate :func:`~tmrl_core.nn.mlp` module (a copy of its current weights)."""
-    module = mlp(ensemble.sizes, ensemble.activation_cls, ensemble.output_activation_cls)
+    module = mlp(ensemble.sizes, ensemble.activation_cls, ensemble.output_activation_cls, ensemble.layer_norm)
     linears = [m for m in module if isinstance(m, nn.Linear)]
     for layer, linear in zip(ensemble.layers, linears, strict=True):
         linear.weight.copy_(layer.weight[i].T)
         linear.bias.copy_(layer.bias[i, 0])
+    norms = [m for m in module if isinstance(m, nn.LayerNorm)]
+    for ensemble_norm, norm in zip(ensemble.norms or [], norms, strict=True):
+        norm.weight.copy_(ensemble_norm.weight[i, 0])
+        norm.bias.copy_(ensemble_norm.bias[i, 0])
     return module.to(ensemble.layers[0].weight.device)

@@ -145,6 +145,7 @@ class EnsembleCritic(nn.Module):
         hidden_sizes: Iterable[int] = (256, 256),
         activation: str = "relu",
         encoder_mode: Literal["shared", "per_critic"] = "shared",
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         act_dim, _, _ = check_action_space(action_space)
@@ -156,7 +157,7 @@ class EnsembleCritic(nn.Module):
             self.encoder: nn.Module = VmapEnsemble([first, *others])
         else:
             self.encoder = first
-        self.q = EnsembleMLP(n, [first.out_features + act_dim, *hidden_sizes, 1], activation)
+        self.q = EnsembleMLP(n, [first.out_features + act_dim, *hidden_sizes, 1], activation, layer_norm=layer_norm)
 
     def forward(
         self, obs: Any, act: torch.Tensor, members: torch.Tensor | None = None, detach_params: bool = False
@@ -291,7 +292,14 @@ class SacAgent(TrainingAgent):
         act_dim, _, _ = check_action_space(action_space, algo=self.algo)
         self.actor = SacActor(observation_space, action_space, encoder, s).to(device)
         self.critic = EnsembleCritic(
-            observation_space, action_space, self.num_critics(), encoder, s.hidden_sizes, s.activation, s.critic_encoder
+            observation_space,
+            action_space,
+            self.num_critics(),
+            encoder,
+            s.hidden_sizes,
+            s.activation,
+            s.critic_encoder,
+            layer_norm=s.critic_layer_norm,
         ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = build_optimizer(

@@ -58,6 +58,13 @@ class SacSettings(BaseModel):
     activation: Literal["relu", "tanh", "elu", "gelu", "silu", "leaky_relu"] = Field(
         "relu", description="Activation of the hidden layers."
     )
+    critic_layer_norm: bool = Field(
+        False,
+        description=(
+            "Layer normalisation before each hidden activation of the critics' heads: keeps Q-values from diverging"
+            " at high update-to-data ratios (REDQ's G), at a small cost per update."
+        ),
+    )
     critic_encoder: Literal["shared", "per_critic"] = Field(
         "shared",
         description="Critics share one observation encoder ('shared') or each has its own, vmapped ('per_critic').",
