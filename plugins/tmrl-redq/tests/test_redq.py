@@ -290,7 +290,15 @@ class TestRedqContract(AgentContract):
 
 
 class TestRedqContractTupleObservations(AgentContract):
+    """On the RC drone: tuple observations, with layer-normalised critics through checkpoints and the weights sent."""
+
     agent_name = "redqsac"
     env_name = "rc-drone"
-    sets = ["redqsac.hidden_sizes=[32,32]", "redqsac.n=4", "redqsac.m=2", "redqsac.g=3"]
+    sets = [
+        "redqsac.hidden_sizes=[32,32]",
+        "redqsac.n=4",
+        "redqsac.m=2",
+        "redqsac.g=3",
+        "redqsac.critic_layer_norm=true",
+    ]
 

@@ -265,6 +265,30 @@ def test_the_registered_spec_names_this_agent(tmrl_home: Any) -> None:
     assert (spec.load(), spec.load_settings_model(), resolve(spec.actor)) == (SacAgent, SacSettings, SacActor)
 
 
+def test_layer_normalised_critics_keep_q_bounded_when_inputs_blow_up() -> None:
+    """critic_layer_norm puts a LayerNorm in every hidden layer of every critic (its own scale and shift, saved with
+    the agent); the features reaching the last layer are then normalised, so scaling the input up by 1e4 leaves Q
+    within what the last layer's weights allow, where the plain critic's Q grows with the input."""
+    box = spaces.Box(-1.0, 1.0, shape=(6,), dtype=np.float32)
+    torch.manual_seed(0)
+    plain = SacAgent(box, ACT, "cpu", settings=SMALL)
+    normed = SacAgent(box, ACT, "cpu", settings={**SMALL, "critic_layer_norm": True})
+    assert plain.critic.q.norms is None
+    assert len(normed.critic.q.norms) == 2 and "q.norms.1.weight" in normed.state_dict()["critic"]
+    assert normed.critic.q.norms[0].weight.shape == (2, 1, 32)  # one scale vector per critic
+    assert not any(isinstance(m, nn.LayerNorm) for m in normed.actor.modules())  # the actor is unchanged
+
+    o, a = torch.randn(B, 6), torch.zeros(B, 2)
+    for agent in (plain, normed):
+        agent.train(make_batch(box, ACT))
+    # |Q_i| <= ||h_i|| ||w_i|| + |b_i|, with normalised features ||h_i|| <= max|scale_i| sqrt(32) + ||shift_i||
+    norm, last = normed.critic.q.norms[-1], normed.critic.q.layers[-1]
+    h_bound = norm.weight.abs().amax(dim=(1, 2)) * 32**0.5 + norm.bias.norm(dim=(1, 2))
+    bound = h_bound * last.weight.norm(dim=(1, 2)) + last.bias.abs().flatten()
+    assert (normed.critic(o * 1e4, a).abs().amax(dim=1) <= bound).all()
+    assert plain.critic(o * 1e4, a).abs().max().item() > 100 * plain.critic(o, a).abs().max().item()
+
+
 # -- learning ---------------------------------------------------------------------------------------------------------
 
 
