@@ -127,6 +127,10 @@ def test_sigkill_then_restart_resumes_and_sigint_stops_cleanly(tmrl_home: Path, 
     assert transitions == saved["env_steps"]  # pendulum: every env step of a whole episode is a transition
     assert metrics(tmrl_home, "resume")[before]["epoch"] == epoch  # the restarted run's first round
     assert "interrupted" in out
+    # Ctrl-C is the user's choice, not a fault: the run's log says it was interrupted and reports no error
+    log = (tmrl_home / "runs" / "resume" / "run.log").read_text()
+    assert "run resume interrupted after" in log, log[-2000:]
+    assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
     final = load_state(checkpoint)["training"]  # written on Ctrl-C
     assert final["total_updates"] > saved["total_updates"]
     assert not processes_of(tmrl_home)

@@ -119,6 +119,8 @@ def run(
         except TmrlError as exc:
             file_log.error("%s", exc)
             raise
+        except typer.Exit:  # Ctrl-C's exit status (130): the summary above already says "interrupted"
+            raise
         except Exception:
             file_log.exception("internal error")
             raise
