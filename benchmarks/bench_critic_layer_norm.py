@@ -11,11 +11,11 @@ One ``train`` call is one critic update of all N critics (and, every G-th call, 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import numpy as np
 import torch
+from _blocks import alternating_rates, print_rates
 from gymnasium import spaces
 from tmrl_redq.agent import RedqSacAgent
 
@@ -55,20 +55,14 @@ def main() -> None:
         for _ in range(2 * args.g):
             agent.train(batch)
     per_block = max(args.steps // args.blocks, 1)
-    rates: dict[str, list[float]] = {name: [] for name in agents}
-    for _ in range(args.blocks):
-        for name, agent in agents.items():
-            start = time.perf_counter()
-            for _ in range(per_block):
-                agent.train(batch)
-            rates[name].append(per_block / (time.perf_counter() - start))
+    rates = alternating_rates(
+        {name: partial(agent.train, batch) for name, agent in agents.items()}, args.blocks, per_block
+    )
     print(
         f"REDQ-SAC train calls, N={args.n}, G={args.g}, batch {b}, MLPs {'x'.join(map(str, hidden))}, {OBS_DIM} inputs,"
         f" cpu, {torch.get_num_threads()} thread(s), {args.blocks} alternating blocks x {per_block} calls"
     )
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    for name, values in rates.items():
-        print(f"  {name:10s} {medians[name]:8.1f} train calls/s (min {min(values):.1f}, max {max(values):.1f})")
+    medians = print_rates(rates, "train calls/s")
     print(f"  layer norm / plain: {medians['layer norm'] / medians['plain']:.2f}x the rate")
 
 

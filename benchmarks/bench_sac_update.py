@@ -21,10 +21,11 @@ import copy
 import itertools
 import math
 import statistics
-import time
+from functools import partial
 
 import numpy as np
 import torch
+from _blocks import alternating_rates, print_rates
 from gymnasium import spaces
 from tmrl_sac.agent import SacAgent
 from torch import nn
@@ -154,24 +155,14 @@ def main() -> None:
     synchronize(dev)
 
     per_block = max(args.steps // args.blocks, 1)
-    rates: dict[str, list[float]] = {name: [] for name in implementations}
-    for _ in range(args.blocks):
-        for name, impl in implementations.items():
-            start = time.perf_counter()
-            for _ in range(per_block):
-                impl.train(batch)
-            synchronize(dev)
-            rates[name].append(per_block / (time.perf_counter() - start))
+    calls = {name: partial(impl.train, batch) for name, impl in implementations.items()}
+    rates = alternating_rates(calls, args.blocks, per_block, sync=partial(synchronize, dev))
 
     print(
         f"SAC update, batch {n}, MLP {'x'.join(map(str, hidden))}, device {dev}, "
         f"torch threads {torch.get_num_threads()}, {args.blocks} x {per_block} steps each"
     )
-    for name, values in rates.items():
-        print(
-            f"  {name:9s} {statistics.median(values):8.1f} training steps/s (median of blocks; "
-            f"min {min(values):.1f}, max {max(values):.1f})"
-        )
+    print_rates(rates, "training steps/s", width=9)
     ratio = statistics.median(rates["tmrl-sac"]) / statistics.median(rates["plain"])
     print(f"  speed-up tmrl-sac / plain: {ratio:.2f}x")
 
