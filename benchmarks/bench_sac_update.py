@@ -20,7 +20,6 @@ import argparse
 import copy
 import itertools
 import math
-import statistics
 from functools import partial
 
 import numpy as np
@@ -162,8 +161,8 @@ def main() -> None:
         f"SAC update, batch {n}, MLP {'x'.join(map(str, hidden))}, device {dev}, "
         f"torch threads {torch.get_num_threads()}, {args.blocks} x {per_block} steps each"
     )
-    print_rates(rates, "training steps/s", width=9)
-    ratio = statistics.median(rates["tmrl-sac"]) / statistics.median(rates["plain"])
+    medians = print_rates(rates, "training steps/s", width=9)
+    ratio = medians["tmrl-sac"] / medians["plain"]
     print(f"  speed-up tmrl-sac / plain: {ratio:.2f}x")
 
 

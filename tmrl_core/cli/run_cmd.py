@@ -115,22 +115,23 @@ def run(
         _setup_logging(verbose, log_file, console)
         file_log.info("tmrl run --env %s --algo %s (run %s)", env, algo, s.run.name)
         try:
-            _run_and_report(p, console, workers, verbose, log_file, run_local)
+            interrupted = _run_and_report(p, console, workers, verbose, log_file, run_local)
         except TmrlError as exc:
             file_log.error("%s", exc)
-            raise
-        except typer.Exit:  # Ctrl-C's exit status (130): the summary above already says "interrupted"
             raise
         except Exception:
             file_log.exception("internal error")
             raise
+    if interrupted:  # Ctrl-C: the summary already says so; the exit status tells the shell
+        raise typer.Exit(130)
 
 
 #: The log of a run, beside its metrics: everything every part logged, and every line its workers printed.
 RUN_LOG_FILE = "run.log"
 
 
-def _run_and_report(p: Any, console: Any, workers: OptInt, verbose: bool, log_file: Any, run_local: Any) -> None:
+def _run_and_report(p: Any, console: Any, workers: OptInt, verbose: bool, log_file: Any, run_local: Any) -> bool:
+    """Run, print and log the summary; raise for failed workers; return whether the run was interrupted."""
     s = p.settings
     display = ProgressDisplay(console, p, workers or s.worker.count)
     t0 = time.monotonic()
@@ -193,8 +194,7 @@ def _run_and_report(p: Any, console: Any, workers: OptInt, verbose: bool, log_fi
             f" ({len(result.failures) - 1} more worker(s) failed too: see the log)" if len(result.failures) > 1 else ""
         )
         raise WorkerFailedError(f"worker-{first.index} failed: {first.message}{others}", hint=first.hint)
-    if result.interrupted:
-        raise typer.Exit(130)
+    return bool(result.interrupted)
 
 
 def _runs_of(env: str, algo: OptStr) -> list[str]:
