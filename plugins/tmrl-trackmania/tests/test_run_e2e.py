@@ -64,3 +64,5 @@ def test_tmrl_run_on_the_simulated_game_keeps_real_time(run_tmrl, tmrl_home, env
     # the env's own learning rates for each agent (plugin.py), not the agents' general 1e-3
     section = json.loads((tmrl_home / "runs" / f"e2e-{env}-{algo}" / "run.json").read_text())["sections"][algo]
     assert (section["lr_actor"], section["lr_critic"]) == (3e-4, 3e-4)
+    # redqsac's critics are layer-normalised on TrackMania (plugin.py); sac keeps its general default
+    assert section["critic_layer_norm"] is (algo == "redqsac")

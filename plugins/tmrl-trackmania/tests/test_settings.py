@@ -61,3 +61,20 @@ def test_original_config_env_section_migrates():
     assert window == (958, 488, False, 3)
     assert (section.time_step_duration, section.act_buf_len, section.ep_max_length) == (0.06, 3, 800)
     assert (section.end_of_track, section.min_steps, section.max_stray, section.sleep_time_at_reset) == (50, 40, 80, 2)
+
+
+
+@pytest.mark.parametrize("env", ["trackmania-full", "trackmania-lidar", "trackmania-lidar-progress"])
+def test_each_agent_gets_the_envs_tuning(env):
+    """The TrackMania envs' default_settings (plugin.py) are valid for the agents they name: 3e-4 for both, and
+    layer-normalised critics for redqsac only (`tmrl run` applying them is checked in test_run_e2e.py)."""
+    from tmrl_core import get_component
+
+    tuning = get_component("env", env).default_settings
+    settings = {}
+    for algo in ("sac", "redqsac"):
+        model = get_component("agent", algo).load_settings_model()
+        settings[algo] = model.model_validate(tuning[algo])
+        assert (settings[algo].lr_actor, settings[algo].lr_critic) == (3e-4, 3e-4)
+    assert settings["redqsac"].critic_layer_norm is True
+    assert settings["sac"].critic_layer_norm is False
