@@ -140,3 +140,31 @@ def test_crafted_metadata_gives_the_damaged_checkpoint_error(tmrl_home: Path, sa
         Trainer(training_cls, settings=p.settings, transport=False)
     assert "crafted.safetensors" in info.value.message and "--reset" in (info.value.hint or "")
     assert path.read_bytes() == before  # left untouched
+
+
+def test_a_state_changed_by_another_thread_while_saved_still_loads(tmp_path) -> None:
+    """A tensor of the state that another thread keeps changing during the save (a plugin's live buffer, a network
+    thread) must not leave a file whose contents and digest disagree: that checkpoint could never be resumed."""
+    import threading
+
+    import torch
+
+    from tmrl_core.checkpoint import load_state, save_state
+
+    live = torch.zeros(4_000_000)
+    stop = threading.Event()
+
+    def mutate() -> None:
+        while not stop.is_set():
+            live.add_(1.0)  # releases the GIL: runs while the saver hashes and writes
+
+    thread = threading.Thread(target=mutate, daemon=True)
+    thread.start()
+    try:
+        for i in range(5):
+            path = save_state(tmp_path / f"s{i}.safetensors", {"buffer": live}, fsync=False)
+            saved = load_state(path)["buffer"]  # raises CheckpointError if the digest does not match
+            assert saved.shape == live.shape
+    finally:
+        stop.set()
+        thread.join()

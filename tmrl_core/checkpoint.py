@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import random
 import time
@@ -33,6 +34,8 @@ import torch
 
 from tmrl_core.errors import CheckpointError
 from tmrl_core.files import atomic_write
+
+log = logging.getLogger("tmrl.checkpoint")
 
 __all__ = [
     "atomic_write",  # kept importable from here: it was defined here before tmrl_core.files
@@ -197,8 +200,16 @@ def save_state(
         "kind": kind,
         "skeleton": json.dumps(skeleton, separators=(",", ":")),
     }
-    metadata["digest"] = _digest(flat.tensors, metadata)
     tensors = flat.tensors
+    metadata["digest"] = _digest(tensors, metadata)
+    written = atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
+    if _digest(tensors, metadata) == metadata["digest"]:
+        return written
+    # Some tensor changed while it was hashed and written (another thread writes into a live buffer of the state):
+    # the file's digest would not match its contents and it could never be loaded. Write a private copy instead.
+    log.warning("%s %s: its state changed while it was written; writing a copy of it", kind, written)
+    tensors = {name: tensor.clone() for name, tensor in tensors.items()}
+    metadata["digest"] = _digest(tensors, metadata)
     return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
 
 

@@ -125,7 +125,7 @@ class RingMemory(TorchMemory):
         self.pin_memory = (self.device.type == "cuda") if pin_memory is None else bool(pin_memory)
         self.batch_preprocessor = batch_preprocessor
         self.sampler: PrefetchSampler[np.ndarray, tuple[Any, ...]] = PrefetchSampler(self.rng, prefetch)
-        # appends and checkpoint loads never interleave (the trainer's network thread appends while it trains)
+        # appends never interleave with checkpoint saves or loads (the trainer's network thread appends as it trains)
         self._lock = threading.Lock()
         if self.dataset_path:
             load_dataset(self.dataset_path, self)
@@ -233,7 +233,8 @@ class RingMemory(TorchMemory):
         """The stored samples as arrays and plain data (see :mod:`tmrl_core.memory.persistence`); the sampler's RNG
         state included."""
         self.sampler.drop()
-        return ring_state_dict(self)
+        with self._lock:  # a snapshot of one moment: the network thread may be appending
+            return ring_state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.drop()
