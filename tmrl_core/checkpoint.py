@@ -200,17 +200,17 @@ def save_state(
         "kind": kind,
         "skeleton": json.dumps(skeleton, separators=(",", ":")),
     }
-    tensors = flat.tensors
-    metadata["digest"] = _digest(tensors, metadata)
-    written = atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
-    if _digest(tensors, metadata) == metadata["digest"]:
+    def write(tensors: dict[str, torch.Tensor]) -> Path:
+        metadata["digest"] = _digest(tensors, metadata)
+        return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
+
+    written = write(flat.tensors)
+    if _digest(flat.tensors, metadata) == metadata["digest"]:
         return written
     # Some tensor changed while it was hashed and written (another thread writes into a live buffer of the state):
     # the file's digest would not match its contents and it could never be loaded. Write a private copy instead.
     log.warning("%s %s: its state changed while it was written; writing a copy of it", kind, written)
-    tensors = {name: tensor.clone() for name, tensor in tensors.items()}
-    metadata["digest"] = _digest(tensors, metadata)
-    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
+    return write({name: tensor.clone() for name, tensor in flat.tensors.items()})
 
 
 def load_state(path: str | os.PathLike[str], *, kind: str = "checkpoint") -> dict[str, Any]:
