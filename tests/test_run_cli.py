@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +46,52 @@ def start(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*tmrl_command(), *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+class Output:
+    """A running process's stdout and stderr, read by two threads as it writes them (so neither pipe fills), to wait
+    for what the user would see on the terminal."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def wait_for(self, pattern: str, count: int, timeout: float, after: str | None = None) -> None:
+        """Wait until ``count`` lines of stdout match ``pattern`` (those after the first line with ``after``)."""
+
+        def seen() -> bool:
+            lines = list(self.out)
+            if after is not None:
+                starts = [i for i, line in enumerate(lines) if after in line]
+                lines = lines[starts[0] + 1 :] if starts else []
+            return sum(bool(re.search(pattern, line)) for line in lines) >= count
+
+        wait_until(seen, timeout, f"{count} line(s) matching {pattern!r} after {after!r}" if after else pattern)
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait for the process to end and its pipes to close: ``(stdout, stderr)``."""
+        self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return "".join(self.out), "".join(self.err)
+
+
+# A resumed run's progress lines, after the line that says it resumes: the metrics file is not a sign that the second
+# run has started, since the killed run may have logged more rows than its checkpoint counted (they are dropped when
+# the second one resumes). A Ctrl-C sent before Python installed its handler ends it with -SIGINT and prints nothing.
+PROGRESS = r"^epoch \d+ round \d+ \| env steps"
 
 
 @pytest.fixture
@@ -108,11 +155,12 @@ def test_sigkill_then_restart_resumes_and_sigint_stops_cleanly(tmrl_home: Path, 
     before = saved_file["metrics_rows"]  # rows logged after the checkpoint are dropped on resume (run again)
 
     second = start(tmrl_home, *args, "--epochs", "1000")
+    output = Output(second)
     try:
-        wait_until(lambda: len(metrics(tmrl_home, "resume")) > before, 300, "a round after resuming")
+        output.wait_for(PROGRESS, 1, 300, after="resuming run resume")
         t0 = time.monotonic()
         second.send_signal(signal.SIGINT)  # Ctrl-C
-        out, err = second.communicate(timeout=60)
+        out, err = output.finish(timeout=60)
         stop_seconds = time.monotonic() - t0
     finally:
         if second.poll() is None:
@@ -234,12 +282,13 @@ def test_sigkill_during_a_checkpoint_write_then_resume_exactly(tmrl_home: Path, 
     assert len(logged_before) >= rows_at_checkpoint
 
     second = start(tmrl_home, *args)
+    output = Output(second)
     try:
-        wait_until(lambda: len(metrics(tmrl_home, "killw")) > rows_at_checkpoint + 1, 300, "two rounds after resuming")
+        output.wait_for(PROGRESS, 2, 300, after="resuming run killw")
         # removed at start (the new run writes temporaries of its own, with other random names, at every epoch end)
         assert not any(tmp.exists() for tmp in left_by_the_kill), left_by_the_kill
         second.send_signal(signal.SIGINT)
-        out, err = second.communicate(timeout=60)
+        out, err = output.finish(timeout=60)
     finally:
         if second.poll() is None:
             second.kill()
