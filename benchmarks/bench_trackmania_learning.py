@@ -71,28 +71,33 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        stopped_at_lap = False
+        stopped_at_lap = interrupted = timed_out = False
         lap_finished = _LapWatch(metrics_path)
         try:
             while proc.poll() is None:
                 time.sleep(2.0)
                 if time.perf_counter() - t0 > args.timeout:
                     proc.send_signal(signal.SIGINT)
+                    timed_out = True
                     break
                 if args.until_lap and not stopped_at_lap and lap_finished():
                     proc.send_signal(signal.SIGINT)  # Ctrl-C: the run writes its checkpoint and ends
                     stopped_at_lap = True
-        except BaseException:
-            # the benchmark itself is stopped (Ctrl-C, SIGTERM): stop its run too, as Ctrl-C would, not leave it going
-            proc.send_signal(signal.SIGINT)
             proc.wait()
-            raise
+        except KeyboardInterrupt:
+            # the benchmark itself is stopped (Ctrl-C, SIGTERM): stop its run too, as Ctrl-C would, and report what
+            # it reached; a second signal while it checkpoints is ignored (the run is already ending)
+            interrupted = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if proc.poll() is None and not (stopped_at_lap or timed_out):  # a second Ctrl-C would skip its checkpoint
+                proc.send_signal(signal.SIGINT)
         proc.wait()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     seconds = time.perf_counter() - t0
-    ok = proc.returncode == 0 or (stopped_at_lap and proc.returncode == 130)
+    ok = proc.returncode == 0 or ((stopped_at_lap or interrupted) and proc.returncode == 130)
     rows = [json.loads(line) for line in metrics_path.open()] if metrics_path.exists() else []
     curve = [
         (r["env_steps"], r["return_test"], r.get("progress_test"), r.get("training_steps"))
@@ -113,6 +118,7 @@ def run_once(algo: str, track: str, seed: int, args: argparse.Namespace, home: P
         "train_progress_last": next((r["progress_train"] for r in reversed(rows) if "progress_train" in r), None),
         "stderr_tail": "" if ok else (stdout + stderr)[-1500:],
         "stopped_at_lap": stopped_at_lap,
+        "interrupted": interrupted,
     }
 
 
@@ -170,30 +176,32 @@ def main() -> int:
     home.mkdir(parents=True, exist_ok=True)
     print(f"data folder: {home}; time scale {args.time_scale:g}; budget {args.env_steps} env steps", flush=True)
     results = []
-    for algo in args.algos:
-        for track in args.tracks:
-            for seed in args.seeds:
-                r = run_once(algo, track, seed, args, home)
-                results.append(r)
-                late = "-" if r["timed_out_share"] is None else f"{r['timed_out_share']:.1%}"
-                print(f"\n== {algo} on {track}, seed {seed}: exit {r['returncode']}, {r['seconds']:.0f} s, "
-                      f"{r['env_steps']} env steps, {r['training_steps']} training steps (update-to-data "
-                      f"{r['update_to_data'] or 0:.2f}), timed-out steps {late}")
-                if r["stderr_tail"]:
-                    print(r["stderr_tail"])
-                print("   env steps | test return | test progress")
-                for steps, ret, progress, _ in r["curve"]:
-                    p = "-" if progress is None else f"{progress:.2f}"
-                    print(f"   {steps:9d} | {ret:11.1f} | {p}")
-                first = r["first_finish"] or "not within the budget"
-                print(f"   first finished deterministic lap: {first}", flush=True)
+    runs = [(algo, track, seed) for algo in args.algos for track in args.tracks for seed in args.seeds]
+    for algo, track, seed in runs:
+        r = run_once(algo, track, seed, args, home)
+        results.append(r)
+        late = "-" if r["timed_out_share"] is None else f"{r['timed_out_share']:.1%}"
+        stopped = " (interrupted: the runs after it are not started)" if r["interrupted"] else ""
+        print(f"\n== {algo} on {track}, seed {seed}{stopped}: exit {r['returncode']}, {r['seconds']:.0f} s, "
+              f"{r['env_steps']} env steps, {r['training_steps']} training steps (update-to-data "
+              f"{r['update_to_data'] or 0:.2f}), timed-out steps {late}")
+        if r["stderr_tail"]:
+            print(r["stderr_tail"])
+        print("   env steps | test return | test progress")
+        for steps, ret, progress, _ in r["curve"]:
+            p = "-" if progress is None else f"{progress:.2f}"
+            print(f"   {steps:9d} | {ret:11.1f} | {p}")
+        first = r["first_finish"] or ("not before it was stopped" if r["interrupted"] else "not within the budget")
+        print(f"   first finished deterministic lap: {first}", flush=True)
+        if r["interrupted"]:
+            break
     print("\nsummary: env steps to the first finished deterministic test lap")
     for r in results:
         print(f"  {r['algo']:8s} {r['track']:8s} seed {r['seed']}: {r['first_finish'] or 'not reached'} "
               f"(best test progress {max((p or 0.0) for _, _, p, _ in r['curve']) if r['curve'] else 0.0:.2f})")
     with open(home / "bench_trackmania_learning.json", "w") as f:
         json.dump(results, f)
-    return 0
+    return 130 if results and results[-1]["interrupted"] else 0
 
 
 if __name__ == "__main__":
