@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,57 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.2) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(poll)
+
+
+class Output:
+    """A running process's output, read line by line by a thread per pipe as it is written (so no pipe fills), to
+    wait for what a user would see on the terminal. ``stderr`` may be merged into ``stdout`` (``stderr=STDOUT``)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
+            if stream is not None
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 120.0, after: str | None = None) -> None:
+        """Wait until ``count`` lines of stdout match the regex ``pattern`` (only those after the first line that
+        contains ``after``); fail with the output so far if the time is up or the process ends first."""
+
+        def seen() -> bool:
+            lines = list(self.out)
+            if after is not None:
+                start = next((i for i, line in enumerate(lines) if after in line), len(lines))
+                lines = lines[start + 1 :]
+            if sum(bool(re.search(pattern, line)) for line in lines) >= count:
+                return True
+            if self.proc.poll() is not None and not any(t.is_alive() for t in self._threads):
+                raise AssertionError(f"the process ended ({self.proc.returncode}) before {what}")
+            return False
+
+        what = f"{count} line(s) matching {pattern!r}" + (f" after {after!r}" if after else "")
+        try:
+            wait_until(seen, timeout, what)
+        except AssertionError as exc:
+            printed = "".join(self.out)[-4000:] + "".join(self.err)[-4000:]
+            raise AssertionError(f"{exc}; its output:\n{printed}") from None
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait for the process to end and its pipes to close: ``(stdout, stderr)``."""
+        self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return "".join(self.out), "".join(self.err)
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:

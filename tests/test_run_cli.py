@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, wait_until
+from helpers import FAST, Output, wait_until
 
 from tmrl_core.testing.pytest_plugin import tmrl_command
 
@@ -46,46 +45,6 @@ def start(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*tmrl_command(), *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-class Output:
-    """A running process's stdout and stderr, read by two threads as it writes them (so neither pipe fills), to wait
-    for what the user would see on the terminal."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _read(stream, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line)
-
-    def wait_for(self, pattern: str, count: int, timeout: float, after: str | None = None) -> None:
-        """Wait until ``count`` lines of stdout match ``pattern`` (those after the first line with ``after``)."""
-
-        def seen() -> bool:
-            lines = list(self.out)
-            if after is not None:
-                starts = [i for i, line in enumerate(lines) if after in line]
-                lines = lines[starts[0] + 1 :] if starts else []
-            return sum(bool(re.search(pattern, line)) for line in lines) >= count
-
-        wait_until(seen, timeout, f"{count} line(s) matching {pattern!r} after {after!r}" if after else pattern)
-
-    def finish(self, timeout: float) -> tuple[str, str]:
-        """Wait for the process to end and its pipes to close: ``(stdout, stderr)``."""
-        self.proc.wait(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-        return "".join(self.out), "".join(self.err)
 
 
 # A resumed run's progress lines, after the line that says it resumes: the metrics file is not a sign that the second

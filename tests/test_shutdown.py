@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Output
 
 from tmrl_core.testing.pytest_plugin import tmrl_command
 
@@ -55,28 +56,15 @@ def start_worker(tmrl_home: Path, tmp_path: Path, grace: float) -> subprocess.Po
     )  # fmt: skip
 
 
-def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 120.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"no {text!r} in the output:\n{''.join(lines)}")
-
-
 @pytest.mark.slow
 def test_a_worker_stuck_while_closing_prints_its_stacks_and_exits_after_its_grace(tmrl_home: Path, tmp_path: Path):
     proc = start_worker(tmrl_home, tmp_path, grace=8.0)
+    output = Output(proc)
     try:
-        wait_for_line(proc, "first env step")
+        output.wait_for("first env step")
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        out, _ = output.finish(timeout=120)
         took = time.monotonic() - start
     finally:
         proc.kill()
@@ -91,12 +79,13 @@ def test_a_worker_stuck_while_closing_prints_its_stacks_and_exits_after_its_grac
 @pytest.mark.slow
 def test_a_second_interrupt_ends_a_worker_at_once(tmrl_home: Path, tmp_path: Path) -> None:
     proc = start_worker(tmrl_home, tmp_path, grace=300.0)
+    output = Output(proc)
     try:
-        wait_for_line(proc, "first env step")
+        output.wait_for("first env step")
         proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = output.finish(timeout=60)
     finally:
         proc.kill()
         proc.wait()

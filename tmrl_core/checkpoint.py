@@ -200,6 +200,7 @@ def save_state(
         "kind": kind,
         "skeleton": json.dumps(skeleton, separators=(",", ":")),
     }
+
     def write(tensors: dict[str, torch.Tensor]) -> Path:
         metadata["digest"] = _digest(tensors, metadata)
         return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), fsync=fsync)
